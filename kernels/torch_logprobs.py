@@ -1,0 +1,147 @@
+"""Chunked torch log-probs and entropy from hidden states: the CPU path and the reference for the Triton kernels.
+
+Tokens are processed `chunk_size` at a time, so at most two [chunk_size, V] float32 buffers are alive (plus a float32
+copy of W and the float32 dW accumulator for 16-bit inputs). Backward recomputes each chunk's logits rather than
+saving them: one extra matmul buys O(chunk_size x V) instead of O(T x V) memory.
+"""
+
+import torch
+from torch import Tensor
+
+
+def _chunk_logits(h32: Tensor, weight32: Tensor, bias32: Tensor | None, inv_temp: float, out: Tensor) -> Tensor:
+    """out[c, V] = (h32 @ weight32.T + bias32) * inv_temp, written in place; returns out."""
+    if bias32 is None:
+        # beta=0 ignores out's old contents (NaN included), so the buffer needs no zeroing.
+        return out.addmm_(h32, weight32.t(), beta=0.0, alpha=inv_temp)
+    return torch.addmm(bias32, h32, weight32.t(), beta=inv_temp, alpha=inv_temp, out=out)
+
+
+def _forward(hidden, weight32, bias32, targets, inv_temp, compute_entropy, chunk_size):
+    """Per-token log p(y), entropy and log-sum-exp, all [T] float32."""
+    num_tokens, vocab = hidden.shape[0], weight32.shape[0]
+    log_probs = torch.empty(num_tokens, dtype=torch.float32, device=hidden.device)
+    entropy = torch.empty_like(log_probs) if compute_entropy else log_probs.new_empty(0)
+    lse = torch.empty_like(log_probs)
+    rows = min(chunk_size, num_tokens)
+    shifted_buf = torch.empty(rows, vocab, dtype=torch.float32, device=hidden.device)
+    exp_buf = torch.empty_like(shifted_buf)
+    for start in range(0, num_tokens, chunk_size):
+        end = min(start + chunk_size, num_tokens)
+        shifted, exp_shifted = shifted_buf[: end - start], exp_buf[: end - start]  # [c, V]
+        _chunk_logits(hidden[start:end].float(), weight32, bias32, inv_temp, shifted)
+        row_max = shifted.amax(dim=1, keepdim=True)  # [c, 1]
+        shifted.sub_(row_max)  # z - max <= 0, so exp cannot overflow
+        target_shifted = shifted.gather(1, targets[start:end, None]).squeeze(1)
+        torch.exp(shifted, out=exp_shifted)
+        sum_exp = exp_shifted.sum(dim=1)
+        log_sum_exp = sum_exp.log()
+        log_probs[start:end] = target_shifted - log_sum_exp
+        lse[start:end] = row_max.squeeze(1) + log_sum_exp
+        if compute_entropy:
+            # H = lse - sum p z = log s - sum(e (z - max)) / s, with e = exp(z - max), s = sum e
+            entropy[start:end] = log_sum_exp - exp_shifted.mul_(shifted).sum(dim=1) / sum_exp
+    return log_probs, entropy, lse
+
+
+def _backward(hidden, weight32, bias32, targets, lse, entropy, grad_lp, grad_ent, inv_temp, chunk_size, needs):
+    """dH [T, d], dW [V, d] and db [V] in float32 (None where not needed).
+
+    dz = g_lp (onehot - p) - g_ent p (log p + H), and d(logits) = dz / temperature.
+    """
+    num_tokens, vocab = hidden.shape[0], weight32.shape[0]
+    need_hidden, need_weight, need_bias = needs
+    device = hidden.device
+    grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=device) if need_hidden else None
+    grad_weight = torch.zeros(weight32.shape, dtype=torch.float32, device=device) if need_weight else None
+    grad_bias = torch.zeros(vocab, dtype=torch.float32, device=device) if need_bias else None
+    if grad_lp is None:
+        grad_lp = torch.zeros(num_tokens, dtype=torch.float32, device=device)
+    rows = min(chunk_size, num_tokens)
+    log_p_buf = torch.empty(rows, vocab, dtype=torch.float32, device=device)
+    grad_buf = torch.empty_like(log_p_buf)
+    for start in range(0, num_tokens, chunk_size):
+        end = min(start + chunk_size, num_tokens)
+        log_p, grad = log_p_buf[: end - start], grad_buf[: end - start]  # [c, V]
+        h32 = hidden[start:end].float()
+        _chunk_logits(h32, weight32, bias32, inv_temp, log_p)
+        log_p.sub_(lse[start:end, None])
+        torch.exp(log_p, out=grad)  # p
+        g_lp = grad_lp[start:end].float()
+        if grad_ent is None:
+            grad.mul_((-inv_temp * g_lp)[:, None])
+        else:
+            g_ent = grad_ent[start:end].float()
+            # log_p := -(g_lp + g_ent (log p + H)) / temperature, then grad := p * log_p
+            row_bias = -inv_temp * (g_lp + g_ent * entropy[start:end])
+            log_p.mul_((-inv_temp * g_ent)[:, None]).add_(row_bias[:, None])
+            grad.mul_(log_p)
+        chunk_rows = torch.arange(end - start, device=device)
+        grad[chunk_rows, targets[start:end]] += inv_temp * g_lp  # the onehot term
+        if need_hidden:
+            torch.mm(grad, weight32, out=grad_hidden[start:end])
+        if need_weight:
+            grad_weight.addmm_(grad.t(), h32)
+        if need_bias:
+            grad_bias += grad.sum(dim=0)
+    return grad_hidden, grad_weight, grad_bias
+
+
+class ChunkedLogProbs(torch.autograd.Function):
+    """Autograd function over (hidden [T, d], weight [V, d], bias [V] | None, targets [T]) -> (log_probs, entropy)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, compute_entropy, chunk_size):
+        inv_temp = 1.0 / temperature
+        weight32 = weight.float()  # no copy for float32; 16-bit W is upcast once so logits accumulate in float32
+        bias32 = None if bias is None else bias.float()
+        log_probs, entropy, lse = _forward(hidden, weight32, bias32, targets, inv_temp, compute_entropy, chunk_size)
+        ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
+        ctx.inv_temp, ctx.chunk_size, ctx.compute_entropy = inv_temp, chunk_size, compute_entropy
+        ctx.set_materialize_grads(False)  # an unused output arrives as None and its gradient work is skipped
+        if not compute_entropy:
+            ctx.mark_non_differentiable(entropy)
+        return log_probs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_log_probs, grad_entropy):
+        hidden, weight, bias, targets, lse, entropy = ctx.saved_tensors
+        if not ctx.compute_entropy:
+            grad_entropy = None
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
+        if (grad_log_probs is None and grad_entropy is None) or not any(needs):
+            return None, None, None, None, None, None, None
+        weight32 = weight.float()
+        bias32 = None if bias is None else bias.float()
+        grads = _backward(
+            hidden, weight32, bias32, targets, lse, entropy, grad_log_probs, grad_entropy, ctx.inv_temp, ctx.chunk_size, needs
+        )
+        grad_hidden, grad_weight, grad_bias = (
+            None if g is None else g.to(x.dtype) for g, x in zip(grads, (hidden, weight, bias), strict=True)
+        )
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+
+
+def chunked_log_probs(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    temperature: float = 1.0,
+    bias: Tensor | None = None,
+    compute_entropy: bool = True,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor | None]:
+    """Log p(targets) and row entropy with logits (hidden @ weight.T + bias) / temperature, `chunk_size` tokens at a time.
+
+    Inputs are assumed validated (see checks.py).
+
+    Args:
+        hidden: [T, d] contiguous, float32 / bfloat16 / float16.
+        weight: [V, d] same dtype. bias: None or [V].
+        targets: [T] int64.
+
+    Returns:
+        log_probs: [T] float32. entropy: [T] float32, or None when compute_entropy is False.
+    """
+    log_probs, entropy = ChunkedLogProbs.apply(hidden, weight, bias, targets, temperature, compute_entropy, chunk_size)
+    return log_probs, (entropy if compute_entropy else None)

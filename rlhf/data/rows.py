@@ -1,0 +1,147 @@
+"""The verl row format: reading and writing prompt datasets (.parquet, .jsonl) and checking their columns.
+
+A row is a plain dict:
+    {"prompt": [{"role": "user", "content": "12+34="}],
+     "reward_model": {"ground_truth": "46", "style": "rule"},
+     "data_source": "arith",
+     "extra_info": {...}}            # optional
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_SUFFIXES = (".parquet",)
+JSONL_SUFFIXES = (".jsonl", ".json")
+
+
+def _suffix_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in PARQUET_SUFFIXES + JSONL_SUFFIXES:
+        raise ValueError(
+            f"data file {path} has unknown extension {suffix!r}; expected one of "
+            f"{list(PARQUET_SUFFIXES + JSONL_SUFFIXES)}"
+        )
+    return suffix
+
+
+def load_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Read every row of a .parquet or .jsonl (.json: JSON lines, or one JSON array) file.
+
+    Args:
+        path: the data file.
+
+    Returns:
+        The rows as plain Python dicts (parquet structs become dicts, lists become lists).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown extension, or a line that is not a JSON object.
+    """
+    path = Path(path)
+    suffix = _suffix_of(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if suffix in PARQUET_SUFFIXES:
+        return pq.read_table(path).to_pylist()
+    return _load_json_rows(path)
+
+
+def _load_json_rows(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):  # a .json file holding one array of rows
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"data file {path} is not valid JSON: {e}") from e
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise ValueError(f"data file {path}: row {i} is a {type(row).__name__}, expected a JSON object")
+        return rows
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"data file {path}, line {line_no}: not valid JSON: {e}") from e
+        if not isinstance(row, dict):
+            raise ValueError(f"data file {path}, line {line_no}: a {type(row).__name__}, expected a JSON object")
+        rows.append(row)
+    return rows
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Write rows to a .parquet (via pyarrow) or .jsonl/.json (JSON lines) file, creating parent folders.
+
+    The write goes to a temporary file first and is renamed into place, so a reader never sees half a file.
+
+    Raises:
+        ValueError: unknown extension.
+    """
+    path = Path(path)
+    suffix = _suffix_of(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            pq.write_table(_rows_to_table(rows, path), tmp_path)
+        else:
+            with tmp_path.open("w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp_path.replace(path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _rows_to_table(rows: list[dict[str, Any]], path: Path) -> pa.Table:
+    # pa.Table.from_pylist takes its columns from the first row only; take the union, in first-seen order.
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    columns = {}
+    for name in names:
+        try:
+            column = pa.array([row.get(name) for row in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise ValueError(f"cannot write column {name!r} to {path}: its values have mixed types ({e})") from e
+        if pa.types.is_struct(column.type) and column.type.num_fields == 0:
+            # Parquet cannot store a struct without fields (e.g. every extra_info == {}): store nulls.
+            column = pa.nulls(len(rows))
+        columns[name] = column
+    return pa.table(columns)
+
+
+def found_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Column names present in any row; dict-valued `reward_model` is listed by its fields (`reward_model.x`)."""
+    found = set()
+    for row in rows:
+        for key, value in row.items():
+            found.add(key)
+            if key == "reward_model" and isinstance(value, dict):
+                found.update(f"{key}.{sub}" for sub in value)
+    return sorted(found)
+
+
+def required_columns(prompt_key: str = "prompt") -> tuple[str, ...]:
+    """The columns every training/validation file must have."""
+    return (prompt_key, "reward_model.ground_truth", "data_source")
+
+
+def check_columns(rows: list[dict[str, Any]], path: str | Path, prompt_key: str = "prompt") -> None:
+    """Check that the file has every required column (in at least one row; per-row gaps are for filtering).
+
+    Raises:
+        ValueError: the file has no rows, or lacks a required column; the message names the file, the column
+            and the columns found.
+    """
+    if not rows:
+        raise ValueError(f"data file {path} has no rows")
+    found = found_columns(rows)
+    for column in required_columns(prompt_key):
+        if column not in found:
+            hint = " (set data.prompt_key to the column holding the chat messages)" if column == prompt_key else ""
+            raise ValueError(f"data file {path} is missing column {column!r} (found columns: {found}){hint}")

