@@ -17,7 +17,9 @@ def _describe(x: object) -> str:
 
 def _check_contiguous(name: str, x: Tensor) -> None:
     if not x.is_contiguous():
-        raise ValueError(f"{name} with shape {tuple(x.shape)} and strides {x.stride()} must be contiguous; pass {name}.contiguous()")
+        raise ValueError(
+            f"{name} with shape {tuple(x.shape)} and strides {x.stride()} must be contiguous; pass {name}.contiguous()"
+        )
 
 
 def check_tensors(hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None) -> None:
@@ -53,7 +55,9 @@ def check_tensors(hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor 
     if targets.dtype != torch.long:
         raise ValueError(f"targets.dtype={targets.dtype} must be torch.long (int64)")
     if tuple(targets.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(f"targets.shape={tuple(targets.shape)} must equal hidden.shape[:-1]={tuple(hidden.shape[:-1])}")
+        raise ValueError(
+            f"targets.shape={tuple(targets.shape)} must equal hidden.shape[:-1]={tuple(hidden.shape[:-1])}"
+        )
     if bias is not None:
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"bias.shape={tuple(bias.shape)} must be [V]=({weight.shape[0]},)")
@@ -70,7 +74,7 @@ def check_tensors(hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor 
 
     # One reduction over [T] ints; out-of-range ids would otherwise read out of bounds inside the kernels.
     if targets.numel() > 0:
-        low, high = int(targets.min()), int(targets.max())
+        low, high = torch.stack(torch.aminmax(targets)).tolist()  # one device sync
         if low < 0 or high >= weight.shape[0]:
             raise ValueError(f"targets must lie in [0, V={weight.shape[0]}), got values in [{low}, {high}]")
 

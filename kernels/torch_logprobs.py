@@ -114,7 +114,17 @@ class ChunkedLogProbs(torch.autograd.Function):
         weight32 = weight.float()
         bias32 = None if bias is None else bias.float()
         grads = _backward(
-            hidden, weight32, bias32, targets, lse, entropy, grad_log_probs, grad_entropy, ctx.inv_temp, ctx.chunk_size, needs
+            hidden,
+            weight32,
+            bias32,
+            targets,
+            lse,
+            entropy,
+            grad_log_probs,
+            grad_entropy,
+            ctx.inv_temp,
+            ctx.chunk_size,
+            needs,
         )
         grad_hidden, grad_weight, grad_bias = (
             None if g is None else g.to(x.dtype) for g, x in zip(grads, (hidden, weight, bias), strict=True)

@@ -217,7 +217,17 @@ class TritonLogProbs(torch.autograd.Function):
         if (grad_log_probs is None and grad_entropy is None) or not any(needs):
             return None, None, None, None, None, None, None
         grads = _backward(
-            hidden, weight, bias, targets, lse, entropy, grad_log_probs, grad_entropy, ctx.inv_temp, ctx.chunk_size, needs
+            hidden,
+            weight,
+            bias,
+            targets,
+            lse,
+            entropy,
+            grad_log_probs,
+            grad_entropy,
+            ctx.inv_temp,
+            ctx.chunk_size,
+            needs,
         )
         grad_hidden, grad_weight, grad_bias = (
             None if g is None else g.to(x.dtype) for g, x in zip(grads, (hidden, weight, bias), strict=True)

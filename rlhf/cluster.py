@@ -82,6 +82,9 @@ class ActorRolloutRefGroup(WorkerGroup):
     def sync_weights(self) -> float:
         return max(self.call("sync_weights"))
 
+    def save_hf_model(self, path: str) -> None:
+        self.call("save_hf_model", path)
+
 
 class RewardGroup(WorkerGroup):
     def compute_score(self, batch: Batch) -> Batch:

@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhf.config import RLHFConfig, register_schema, to_typed, validate
 from rlhf.models.tiny import build_tiny_model
-from rlhf.trainer import RLTrainer
 
 logger = logging.getLogger("rlhf")
 
@@ -37,6 +36,10 @@ def run(cfg: RLHFConfig) -> dict[str, float]:
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    # Imported after validation on purpose: the trainer pulls in Ray, vLLM and DeepSpeed (~6 s), and a config
+    # error must be reported before any of that (contract 3).
+    from rlhf.trainer import RLTrainer  # noqa: PLC0415
+
     trainer = RLTrainer(cfg, run_dir)
     try:
         trainer.setup()

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,6 @@ def _stable_run_id(run_dir: Path) -> str:
     id_file = run_dir / "wandb_run_id"
     if id_file.exists():
         return id_file.read_text().strip()
-    run_id = wandb.util.generate_id()
+    run_id = uuid.uuid4().hex[:8]
     id_file.write_text(run_id)
     return run_id

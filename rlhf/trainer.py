@@ -94,6 +94,7 @@ class RLTrainer:
             if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
                 metrics.update(self.validate())
             self.tracker.log(metrics, step=self.global_step)
+        self.policy.save_hf_model(str(self.run_dir / "final_model"))
         return metrics
 
     def step(self, prompts: Batch) -> dict[str, float]:

@@ -22,7 +22,6 @@ import sys
 import time
 
 import torch
-
 from rlhf.kernels import fused_log_probs
 
 log = logging.getLogger("bench_kernels")
@@ -105,13 +104,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed forward + backward runs per case")
     parser.add_argument("--chunk-size", type=int, default=1024, help="tokens per chunk for torch / triton")
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--budget-gb", type=float, default=None, help="skip cases estimated above this (default: 75%% of free memory)")
+    parser.add_argument(
+        "--budget-gb",
+        type=float,
+        default=None,
+        help="skip cases estimated above this (default: 75%% of memory free before each case)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one JSON case and exit
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
     args.backends = args.backends or (["naive", "torch", "triton"] if args.device == "cuda" else ["naive", "torch"])
-    if args.budget_gb is None:
-        args.budget_gb = 0.75 * available_gb(args.device)
     return args
 
 
@@ -142,9 +144,13 @@ def main() -> None:
                 case = dict(backend=backend, tokens=tokens, hidden=hidden_size, vocab=args.vocab, device=args.device,
                             dtype=args.dtype, repeats=args.repeats, chunk_size=args.chunk_size,
                             temperature=args.temperature)  # fmt: skip
-                estimate = estimate_peak_gb(backend, tokens, hidden_size, args.vocab, DTYPES[args.dtype], args.chunk_size)
-                if estimate > args.budget_gb:
-                    result = {"skipped": f"estimated {estimate:.1f} GB > budget {args.budget_gb:.1f} GB"}
+                estimate = estimate_peak_gb(
+                    backend, tokens, hidden_size, args.vocab, DTYPES[args.dtype], args.chunk_size
+                )
+                # Re-read free memory per case: the machine may be shared.
+                budget = args.budget_gb if args.budget_gb is not None else 0.75 * available_gb(args.device)
+                if estimate > budget:
+                    result = {"skipped": f"estimated {estimate:.1f} GB > budget {budget:.1f} GB"}
                 else:
                     command = [sys.executable, __file__, "--device", args.device, "--worker", json.dumps(case)]
                     done = subprocess.run(command, capture_output=True, text=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from rlhf.models.tiny import build_tiny_model
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/recipes.py, shared by the test folders
 
 # Workers and tests must never wait on a wandb login.
 os.environ.setdefault("WANDB_MODE", "offline")

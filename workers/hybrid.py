@@ -34,9 +34,9 @@ class ActorRolloutRefWorker(Worker):
     @dispatch(Mode.ALL)
     def init_model(self) -> None:
         """Build the DeepSpeed actor, then vLLM (after torch.distributed, which vLLM leaves intact), then the ref."""
-        tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
         self.actor = Actor(self.cfg, self.rank, self.world_size, self.device)
-        self.rollout = VLLMRollout(self.cfg, self.device, tokenizer.pad_token_id)
+        self.rollout = VLLMRollout(self.cfg, self.device, self.tokenizer.pad_token_id)
         self.ref = ReferencePolicy(self.cfg, self.device) if self.need_ref else None
 
     @dispatch(Mode.DP)
@@ -77,3 +77,11 @@ class ActorRolloutRefWorker(Worker):
         self.rollout.wake_up()
         self.rollout.sync_weights(self.actor.state_dict_for_sync())
         return time.perf_counter() - start
+
+    @dispatch(Mode.RANK0)
+    def save_hf_model(self, path: str) -> None:
+        """Write the policy in Hugging Face format (every rank gathers under ZeRO-3; rank 0 writes)."""
+        weights = dict(self.actor.state_dict_for_sync())
+        if self.rank == 0:
+            self.actor.model.save_pretrained(path, state_dict=weights)
+            self.tokenizer.save_pretrained(path)

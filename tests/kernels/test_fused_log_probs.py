@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from rlhf.kernels import fused_log_probs, triton_logprobs
 from rlhf.kernels.checks import resolve_backend
 from rlhf.kernels.naive import naive_log_probs
@@ -165,7 +164,11 @@ def _bad_inputs():
         ("weight dtype", {"weight": w.detach().double()}, r"weight.dtype=torch.float64"),
         ("targets int32", {"targets": y.int()}, r"targets.dtype=torch.int32"),
         ("targets shape", {"targets": y[:3]}, r"targets.shape=\(3,\) must equal"),
-        ("targets range", {"targets": torch.full_like(y, 20)}, r"targets must lie in \[0, V=20\), got values in \[20, 20\]"),
+        (
+            "targets range",
+            {"targets": torch.full_like(y, 20)},
+            r"targets must lie in \[0, V=20\), got values in \[20, 20\]",
+        ),
         ("negative target", {"targets": y - 100}, r"targets must lie in \[0, V=20\)"),
         ("bias shape", {"bias": b.detach()[:5]}, r"bias.shape=\(5,\) must be \[V\]"),
         ("bias type", {"bias": [0.0] * 20}, r"bias must be a torch.Tensor or None, got list"),

@@ -13,9 +13,8 @@ os.environ["TRITON_INTERPRET"] = "1"  # before torch / triton / rlhf.kernels are
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from test_fused_log_probs import LOGIT_SCALES, assert_matches, make_inputs, run  # noqa: E402
-
 from rlhf.kernels import fused_log_probs, triton_logprobs  # noqa: E402
+from test_fused_log_probs import LOGIT_SCALES, assert_matches, make_inputs, run  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     triton_logprobs is None or not triton_logprobs.INTERPRETED,
