@@ -9,12 +9,15 @@ import torch
 from torch import Tensor
 
 
-def _chunk_logits(h32: Tensor, weight32: Tensor, bias32: Tensor | None, inv_temp: float, out: Tensor) -> Tensor:
-    """out[c, V] = (h32 @ weight32.T + bias32) * inv_temp, written in place; returns out."""
-    if bias32 is None:
+def _chunk_logits(h32, weight32, bias32, inv_temp: float, out: Tensor, row_shift: Tensor | None = None) -> Tensor:
+    """out[c, V] = (h32 @ weight32.T + bias32) * inv_temp - row_shift[:, None], written in place; returns out."""
+    if bias32 is None and row_shift is None:
         # beta=0 ignores out's old contents (NaN included), so the buffer needs no zeroing.
         return out.addmm_(h32, weight32.t(), beta=0.0, alpha=inv_temp)
-    return torch.addmm(bias32, h32, weight32.t(), beta=inv_temp, alpha=inv_temp, out=out)
+    if bias32 is None:  # the shift rides on addmm's broadcast input: no extra pass over [c, V]
+        return torch.addmm(row_shift[:, None], h32, weight32.t(), beta=-1.0, alpha=inv_temp, out=out)
+    torch.addmm(bias32, h32, weight32.t(), beta=inv_temp, alpha=inv_temp, out=out)
+    return out if row_shift is None else out.sub_(row_shift[:, None])
 
 
 def _forward(hidden, weight32, bias32, targets, inv_temp, compute_entropy, chunk_size):
@@ -64,8 +67,7 @@ def _backward(hidden, weight32, bias32, targets, lse, entropy, grad_lp, grad_ent
         end = min(start + chunk_size, num_tokens)
         log_p, grad = log_p_buf[: end - start], grad_buf[: end - start]  # [c, V]
         h32 = hidden[start:end].float()
-        _chunk_logits(h32, weight32, bias32, inv_temp, log_p)
-        log_p.sub_(lse[start:end, None])
+        _chunk_logits(h32, weight32, bias32, inv_temp, log_p, row_shift=lse[start:end])  # log p
         torch.exp(log_p, out=grad)  # p
         g_lp = grad_lp[start:end].float()
         if grad_ent is None:
@@ -74,7 +76,7 @@ def _backward(hidden, weight32, bias32, targets, lse, entropy, grad_lp, grad_ent
             g_ent = grad_ent[start:end].float()
             # log_p := -(g_lp + g_ent (log p + H)) / temperature, then grad := p * log_p
             row_bias = -inv_temp * (g_lp + g_ent * entropy[start:end])
-            log_p.mul_((-inv_temp * g_ent)[:, None]).add_(row_bias[:, None])
+            torch.addcmul(row_bias[:, None], log_p, (-inv_temp * g_ent)[:, None], out=log_p)
             grad.mul_(log_p)
         chunk_rows = torch.arange(end - start, device=device)
         grad[chunk_rows, targets[start:end]] += inv_temp * g_lp  # the onehot term

@@ -168,6 +168,11 @@ def validate(cfg: RLHFConfig) -> None:
     _require(a.kernel_backend in ("auto", "torch", "triton", "naive"),
              f"actor.kernel_backend={a.kernel_backend!r} must be one of auto, torch, triton, naive")
     _require(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype={cfg.model.dtype!r} must be float32 or bfloat16")
+    _require(
+        not (a.zero_stage == 3 and a.fused_kernels),
+        "actor.fused_kernels=true reads the LM head weight directly, which ZeRO-3 partitions; "
+        "set actor.fused_kernels=false with actor.zero_stage=3",
+    )
     _validate_batch_sizes(cfg)
     _validate_paths(cfg)
     cfg.algorithm.validate()

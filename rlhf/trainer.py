@@ -87,15 +87,20 @@ class RLTrainer:
         metrics: dict[str, float] = {}
         for _ in tqdm(range(self.global_step, t.total_steps), desc="RL steps", initial=self.global_step,
                       total=t.total_steps, dynamic_ncols=True):
-            self.global_step += 1
-            prompts = rows_to_batch(self.loader.next_batch(), self.tokenizer, self.cfg.data.max_prompt_length,
-                                    self.global_step, t.seed)
-            metrics = self.step(prompts)
+            metrics = self.train_step()
             if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
                 metrics.update(self.validate())
             self.tracker.log(metrics, step=self.global_step)
         self.policy.save_hf_model(str(self.run_dir / "final_model"))
         return metrics
+
+    def train_step(self) -> dict[str, float]:
+        """Advance the global step on the next batch of prompts from the loader."""
+        self.global_step += 1
+        rows = self.loader.next_batch()
+        prompts = rows_to_batch(rows, self.tokenizer, self.cfg.data.max_prompt_length, self.global_step,
+                                self.cfg.trainer.seed)
+        return self.step(prompts)
 
     def step(self, prompts: Batch) -> dict[str, float]:
         """One RL step on a batch of prompts; returns its metrics."""

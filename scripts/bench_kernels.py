@@ -15,6 +15,7 @@ repeat sets the peak; the reported time is the median over repeats. Cases whose 
 import argparse
 import json
 import logging
+import os
 import resource
 import statistics
 import subprocess
@@ -59,10 +60,10 @@ def run_case(case: dict) -> dict:
         baseline = torch.cuda.memory_allocated()
     else:
         baseline = current_rss_bytes()
-    times, peak = [], 0
+    times, cpu_times, peak = [], [], 0
     for _ in range(case["repeats"]):
         hidden.grad = weight.grad = None
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         log_probs, entropy = fused_log_probs(
             hidden, weight, targets, case["temperature"], backend=case["backend"], chunk_size=case["chunk_size"]
         )
@@ -73,8 +74,14 @@ def run_case(case: dict) -> dict:
         else:
             peak = max(peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         del log_probs, entropy
-    return {"time_s": statistics.median(times), "peak_gb": peak / 1e9}
+    return {
+        "time_s": statistics.median(times),
+        "cpu_s": statistics.median(cpu_times),  # all threads of this process: less sensitive to other tenants
+        "peak_gb": peak / 1e9,
+        "load": os.getloadavg()[0],
+    }
 
 
 def current_rss_bytes() -> int:
@@ -117,14 +124,43 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+HEADER = (
+    "| backend | T | d | V | dtype | wall time (s) | CPU time (s) | peak extra memory (GB) | wall / naive "
+    "| CPU / naive | memory / naive | load avg |\n" + "|---" * 12 + "|"
+)
+
+
 def format_row(case: dict, result: dict, naive: dict | None) -> str:
-    shape = f"| {case['backend']} | {case['tokens']} | {case['hidden']} | {case['vocab']} | {case['dtype']} "
+    """One markdown row; ratios against the same shape's naive result when it ran."""
+    row = f"| {case['backend']} | {case['tokens']} | {case['hidden']} | {case['vocab']} | {case['dtype']} "
     if "skipped" in result:
-        return shape + f"| skipped: {result['skipped']} | | | |"
-    ratios = "| n/a | n/a |"
+        return row + f"| skipped: {result['skipped']} |" + " |" * 6
+    row += f"| {result['time_s']:.2f} | {result['cpu_s']:.1f} | {result['peak_gb']:.2f} "
     if naive is not None and "time_s" in naive:
-        ratios = f"| {result['time_s'] / naive['time_s']:.2f}x | {result['peak_gb'] / naive['peak_gb']:.1%} |"
-    return shape + f"| {result['time_s']:.2f} | {result['peak_gb']:.2f} " + ratios
+        row += f"| {result['time_s'] / naive['time_s']:.2f}x | {result['cpu_s'] / naive['cpu_s']:.2f}x "
+        row += f"| {result['peak_gb'] / naive['peak_gb']:.1%} "
+    else:
+        row += "| n/a | n/a | n/a "
+    return row + f"| {result['load']:.1f} |"
+
+
+def bench(case: dict, budget_gb: float | None) -> dict:
+    """Run one case in a fresh subprocess, or explain why it was skipped."""
+    if case["backend"] == "triton" and case["device"] != "cuda":
+        return {"skipped": "Triton needs CUDA (on CPU it only runs under the interpreter, which is not a benchmark)"}
+    dtype = DTYPES[case["dtype"]]
+    estimate = estimate_peak_gb(
+        case["backend"], case["tokens"], case["hidden"], case["vocab"], dtype, case["chunk_size"]
+    )
+    budget = budget_gb if budget_gb is not None else 0.75 * available_gb(case["device"])  # re-read: shared machine
+    if estimate > budget:
+        return {"skipped": f"estimated {estimate:.1f} GB > budget {budget:.1f} GB"}
+    command = [sys.executable, __file__, "--device", case["device"], "--worker", json.dumps(case)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        last_line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        return {"skipped": f"failed (exit {done.returncode}): {last_line[-200:]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -133,10 +169,7 @@ def main() -> None:
         print(json.dumps(run_case(json.loads(args.worker))))
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = [
-        "| backend | T | d | V | dtype | fwd+bwd time (s) | peak extra memory (GB) | time / naive | memory / naive |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = [HEADER]
     for hidden_size in args.hidden:
         for tokens in args.tokens:
             naive = None
@@ -144,22 +177,8 @@ def main() -> None:
                 case = dict(backend=backend, tokens=tokens, hidden=hidden_size, vocab=args.vocab, device=args.device,
                             dtype=args.dtype, repeats=args.repeats, chunk_size=args.chunk_size,
                             temperature=args.temperature)  # fmt: skip
-                estimate = estimate_peak_gb(
-                    backend, tokens, hidden_size, args.vocab, DTYPES[args.dtype], args.chunk_size
-                )
-                # Re-read free memory per case: the machine may be shared.
-                budget = args.budget_gb if args.budget_gb is not None else 0.75 * available_gb(args.device)
-                if estimate > budget:
-                    result = {"skipped": f"estimated {estimate:.1f} GB > budget {budget:.1f} GB"}
-                else:
-                    command = [sys.executable, __file__, "--device", args.device, "--worker", json.dumps(case)]
-                    done = subprocess.run(command, capture_output=True, text=True)
-                    if done.returncode != 0:
-                        result = {"skipped": f"failed (exit {done.returncode}): {done.stderr.strip()[-200:]}"}
-                    else:
-                        result = json.loads(done.stdout.strip().splitlines()[-1])
-                if backend == "naive":
-                    naive = result
+                result = bench(case, args.budget_gb)
+                naive = result if backend == "naive" else naive
                 rows.append(format_row(case, result, naive))
                 log.info(rows[-1])
     print("\n".join(rows))
