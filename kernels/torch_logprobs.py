@@ -2,7 +2,9 @@
 
 Tokens are processed `chunk_size` at a time, so at most two [chunk_size, V] float32 buffers are alive (plus a float32
 copy of W and the float32 dW accumulator for 16-bit inputs). Backward recomputes each chunk's logits rather than
-saving them: one extra matmul buys O(chunk_size x V) instead of O(T x V) memory.
+saving them: one extra matmul buys O(chunk_size x V) instead of O(T x V) memory. Each chunk takes its log-sum-exp
+over the whole vocabulary in one GEMM + two passes (the Triton kernels instead go online over vocabulary blocks): on
+CPU one large GEMM per chunk is faster than many narrow ones, and the chunk already bounds memory.
 """
 
 import torch

@@ -29,6 +29,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "AdamW"  # AdamW, Adam, or any torch.optim class name (e.g. SGD), passed to DeepSpeed
     lr: float = 1e-6  # verl's GRPO default; the tiny recipe raises it
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -117,23 +117,33 @@ def main() -> None:
           f"{statistics.mean(r['perf/throughput'] for r in records):.0f} tokens/s/device")
     print(f"orchestration overhead: {step - work:.3f} s = {(step - work) / step:.1%} of the step")
     if not args.no_baseline:
-        for threads in ("default", "1"):
-            alone = vllm_alone_in_fresh_process(cfg, prompt_batches, threads)
-            print(f"vLLM alone (fresh process, OMP_NUM_THREADS={threads}), same batches: {alone:.3f} s; "
-                  f"rollout stage / vLLM alone = {mean['timing_s/gen'] / alone:.2f}x")
+        ranks = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
+        threads = str(max(1, int(cfg.trainer.cpus_per_worker)))
+        layouts = [(ranks, threads, "the framework's layout"), (1, threads, "one engine"), (1, None, "one engine")]
+        for num_procs, omp, label in layouts:
+            alone = vllm_alone(cfg, prompt_batches, num_procs, omp)
+            print(f"vLLM alone, {label}: {num_procs} process(es), OMP_NUM_THREADS={omp or 'unset'}: {alone:.3f} s "
+                  f"per batch; rollout stage / vLLM alone = {mean['timing_s/gen'] / alone:.2f}x")
 
 
-def vllm_alone_in_fresh_process(cfg: RLHFConfig, prompt_batches: list, threads: str) -> float:
-    """Mean seconds per batch of `measure_vllm_alone`, run in a new process (no Ray or DeepSpeed state around)."""
+def vllm_alone(cfg: RLHFConfig, prompt_batches: list, num_procs: int, omp_threads: str | None) -> float:
+    """Seconds per batch for `num_procs` fresh vLLM processes each generating its share of every batch at once
+    (the slowest process counts, as the slowest rank does in the framework)."""
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"cfg": OmegaConf.to_container(OmegaConf.structured(cfg)), "prompts": prompt_batches}))
-        env = dict(os.environ)
-        if threads != "default":
-            env["OMP_NUM_THREADS"] = threads
-        out = subprocess.run([sys.executable, __file__, "--baseline-spec", str(spec)], env=env, check=True,
-                             capture_output=True, text=True)
-        return float(out.stdout.strip().splitlines()[-1])
+        procs = []
+        for rank in range(num_procs):
+            shards = [batch[rank::num_procs] for batch in prompt_batches]
+            spec = Path(tmp) / f"spec{rank}.json"
+            spec.write_text(json.dumps({"cfg": OmegaConf.to_container(OmegaConf.structured(cfg)), "prompts": shards}))
+            env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+            if omp_threads is not None:
+                env["OMP_NUM_THREADS"] = omp_threads
+            procs.append(subprocess.Popen([sys.executable, __file__, "--baseline-spec", str(spec)], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        outputs = [p.communicate()[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError(f"vLLM baseline process failed: {[p.returncode for p in procs]}")
+        return max(float(out.strip().splitlines()[-1]) for out in outputs)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,27 @@
 """The actor: the policy model in a DeepSpeed ZeRO engine, its log-probs, and the PPO-style update.
 
-Loss normalisation is global: every micro-batch's loss is divided by the token (or sequence) count of the whole
-mini-batch across all ranks, and micro-batch gradients are summed. DeepSpeed averages gradients over data-parallel
-ranks, so the loss handed to `backward` is multiplied by the world size. Splitting a mini-batch into more
-micro-batches or more ranks therefore leaves the gradient unchanged.
+Losses are normalised over the whole mini-batch on all ranks (see `rlhf.workers.engine`), so the gradient does not
+depend on how the mini-batch is split into micro-batches and ranks.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
 
-import deepspeed
 import torch
-import torch.distributed as dist
+from rlhf.workers.engine import (
+    TORCH_DTYPES,
+    backward_global,
+    build_engine,
+    deepspeed_config,
+    gathered_state_dict,
+    global_sum,
+    mini_batches,
+)
+from rlhf.workers.logprob import response_log_probs
 from transformers import AutoModelForCausalLM
 
 from rlhf.algorithms import (
@@ -27,41 +34,10 @@ from rlhf.algorithms import (
 )
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
-from rlhf.workers.logprob import response_log_probs
 
 logger = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def deepspeed_config(cfg: RLHFConfig, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed config for one actor rank, derived from the typed config (validated to divide evenly)."""
-    a = cfg.actor
-    mini_seqs = a.ppo_mini_batch_size * cfg.rollout.n  # global sequences per optimizer step
-    grad_accum = mini_seqs // (a.micro_batch_size_per_device * world_size)
-    config: dict[str, Any] = {
-        "train_batch_size": mini_seqs,
-        "train_micro_batch_size_per_gpu": a.micro_batch_size_per_device,
-        "gradient_accumulation_steps": grad_accum,
-        "optimizer": {
-            "type": "AdamW",
-            # torch_adam: DeepSpeed's fused CPU Adam needs a C++ build; torch's AdamW is exact and portable.
-            "params": {"lr": a.optim.lr, "betas": list(a.optim.betas), "weight_decay": a.optim.weight_decay,
-                       "torch_adam": True},
-        },
-        "gradient_clipping": a.optim.grad_clip,
-        "zero_optimization": {"stage": a.zero_stage},
-        "bf16": {"enabled": cfg.model.dtype == "bfloat16"},
-        "steps_per_print": 2**31 - 1,
-        "wall_clock_breakdown": False,
-    }
-    if a.optim.warmup_steps > 0:
-        config["scheduler"] = {
-            "type": "WarmupLR",
-            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": a.optim.lr, "warmup_num_steps": a.optim.warmup_steps,
-                       "warmup_type": "linear"},
-        }
-    return config
+GLOBAL_LOSSES = ("actor/pg_loss", "actor/entropy", "actor/kl_loss")
 
 
 class Actor:
@@ -73,8 +49,17 @@ class Actor:
         model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=TORCH_DTYPES[cfg.model.dtype])
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=model.parameters(), config=deepspeed_config(cfg, world_size)
+        a = cfg.actor
+        self.engine = build_engine(
+            model,
+            deepspeed_config(
+                a.optim,
+                mini_batch_seqs=a.ppo_mini_batch_size * cfg.rollout.n,
+                micro_batch_size=a.micro_batch_size_per_device,
+                world_size=world_size,
+                zero_stage=a.zero_stage,
+                dtype=cfg.model.dtype,
+            ),
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 1000 * rank)
 
@@ -118,67 +103,67 @@ class Actor:
         self.engine.train()
         mini_size = a.ppo_mini_batch_size * self.cfg.rollout.n // self.world_size
         metrics: dict[str, list[float]] = defaultdict(list)
-        for _ in range(a.ppo_epochs):
-            order = torch.randperm(len(batch), generator=self.generator) if a.shuffle else torch.arange(len(batch))
-            for mini in batch.index(order).chunk_by_size(mini_size):
-                for key, value in self._update_mini_batch(mini).items():
-                    metrics[key].append(value)
+        for mini in mini_batches(batch, mini_size, a.ppo_epochs, self.generator if a.shuffle else None):
+            for key, value in self._update_mini_batch(mini).items():
+                metrics[key].append(value)
         return {k: sum(v) / len(v) for k, v in metrics.items()}
 
-    def _global_sum(self, *values: float) -> list[float]:
-        """Sum each value over data-parallel ranks (one all-reduce)."""
-        t = torch.tensor(values, dtype=torch.float64)
-        if self.world_size > 1:
-            dist.all_reduce(t)
-        return t.tolist()
-
     def _update_mini_batch(self, mini: Batch) -> dict[str, float]:
-        a, algo = self.cfg.actor, self.cfg.algorithm
-        num_tokens, num_seqs = self._global_sum(*aggregation_counts(mini["response_mask"]))
+        """Gradient accumulation over micro-batches, then one optimizer step (DeepSpeed's boundary)."""
+        algo = self.cfg.algorithm
+        num_tokens, num_seqs = global_sum(self.world_size, *aggregation_counts(mini["response_mask"]))
         agg = make_loss_aggregator(
             algo.loss_agg_mode,
             global_num_tokens=num_tokens,
             global_num_seqs=num_seqs,
             norm_length=self.cfg.rollout.max_response_length,
         )
-        policy_loss_fn = get_policy_loss_fn(algo.policy_loss)
         sums: dict[str, float] = defaultdict(float)
-        micro_batches = mini.chunk_by_size(a.micro_batch_size_per_device)
+        micro_batches = mini.chunk_by_size(self.cfg.actor.micro_batch_size_per_device)
         for micro in micro_batches:
-            micro = micro.to(self.device)
-            mask = micro["response_mask"]
-            log_probs, entropy = self._log_probs(micro, compute_entropy=True)
-            advantages = micro["advantages"]
-            if algo.rollout_is is not None:
-                weights, _ = rollout_importance_weights(
-                    micro["old_log_probs"], micro["rollout_log_probs"], mask, algo.rollout_is, algo.rollout_is_threshold
-                )
-                advantages = advantages * weights
-            pg_loss, pg_metrics = policy_loss_fn(micro["old_log_probs"], log_probs, advantages, mask, algo, agg)
-            entropy_loss = agg(entropy, mask)
-            loss = pg_loss - algo.entropy_coeff * entropy_loss
-            if algo.use_kl_loss:
-                kl_loss = agg(kl_estimate(log_probs, micro["ref_log_probs"], algo.kl_loss_type), mask)
-                loss = loss + algo.kl_loss_coef * kl_loss
-                sums["actor/kl_loss"] += kl_loss.item()
-            # DeepSpeed averages gradients over ranks; the loss is already normalised globally, so undo the average.
-            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-            self.engine.step()
-            sums["actor/pg_loss"] += pg_loss.item()
-            sums["actor/entropy"] += entropy_loss.item()
-            for key, value in pg_metrics.items():
-                sums[key] += float(value) / len(micro_batches) / self.world_size
+            loss, metrics = self.micro_batch_loss(micro.to(self.device), agg)
+            backward_global(self.engine, loss, self.world_size)
+            for key, value in metrics.items():
+                # Losses are globally normalised: their sum over micro-batches and ranks is the mini-batch loss.
+                # Ratios (clip fractions, IS weights) are averaged over micro-batches and ranks instead.
+                sums[key] += value if key in GLOBAL_LOSSES else value / (len(micro_batches) * self.world_size)
         keys = sorted(sums)
-        out = dict(zip(keys, self._global_sum(*(sums[k] for k in keys))))
+        out = dict(zip(keys, global_sum(self.world_size, *(sums[k] for k in keys))))
         grad_norm = self.engine.get_global_grad_norm()
-        out["actor/grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+        out["actor/grad_norm"] = float(grad_norm) if grad_norm is not None else math.nan
         out["actor/lr"] = self.engine.get_lr()[0]
         return out
 
+    def micro_batch_loss(
+        self, micro: Batch, agg: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The actor loss of one micro-batch: policy loss - entropy bonus + KL loss, each aggregated by `agg`."""
+        algo = self.cfg.algorithm
+        mask = micro["response_mask"]
+        log_probs, entropy = self._log_probs(micro, compute_entropy=True)
+        advantages = micro["advantages"]
+        metrics: dict[str, float] = {}
+        if algo.rollout_is is not None:
+            # Truncated importance sampling between vLLM's sampling distribution and the trainer's.
+            weights, is_metrics = rollout_importance_weights(
+                micro["old_log_probs"], micro["rollout_log_probs"], mask, algo.rollout_is, algo.rollout_is_threshold
+            )
+            advantages = advantages * weights
+            metrics.update({k: float(v) for k, v in is_metrics.items()})
+        pg_loss, pg_metrics = get_policy_loss_fn(algo.policy_loss)(
+            micro["old_log_probs"], log_probs, advantages, mask, algo, agg
+        )
+        entropy_loss = agg(entropy, mask)
+        loss = pg_loss - algo.entropy_coeff * entropy_loss
+        if algo.use_kl_loss:
+            kl_loss = agg(kl_estimate(log_probs, micro["ref_log_probs"], algo.kl_loss_type), mask)
+            loss = loss + algo.kl_loss_coef * kl_loss
+            metrics["actor/kl_loss"] = kl_loss.item()
+        metrics.update({k: float(v) for k, v in pg_metrics.items()})
+        metrics["actor/pg_loss"] = pg_loss.item()
+        metrics["actor/entropy"] = entropy_loss.item()
+        return loss, metrics
+
     def state_dict_for_sync(self) -> list[tuple[str, torch.Tensor]]:
-        """Full (gathered) HF-named weights for the rollout engine, including a tied lm_head."""
-        if self.cfg.actor.zero_stage == 3:
-            params = list(self.model.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                return [(k, v.detach().clone()) for k, v in self.model.state_dict().items()]
-        return [(k, v.detach()) for k, v in self.model.state_dict().items()]
+        """Full HF-named weights for the rollout engine, including a tied lm_head."""
+        return gathered_state_dict(self.model, self.cfg.actor.zero_stage)

@@ -16,9 +16,9 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from rlhf.workers.base import Mode, Worker, dispatch_spec
 
 from rlhf.batch import Batch
-from rlhf.workers.base import Mode, Worker, dispatch_spec
 
 logger = logging.getLogger(__name__)
 

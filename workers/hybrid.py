@@ -10,14 +10,14 @@ import logging
 import time
 
 import torch
-from transformers import AutoTokenizer
-
-from rlhf.batch import Batch
-from rlhf.config import RLHFConfig
 from rlhf.workers.actor import Actor
 from rlhf.workers.base import Mode, Worker, dispatch
 from rlhf.workers.reference import ReferencePolicy
 from rlhf.workers.rollout import VLLMRollout
+from transformers import AutoTokenizer
+
+from rlhf.batch import Batch
+from rlhf.config import RLHFConfig
 
 logger = logging.getLogger(__name__)
 

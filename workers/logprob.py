@@ -8,10 +8,10 @@ logits exactly as vLLM's sampler does, which keeps trainer and rollout log-probs
 from __future__ import annotations
 
 import torch
+from rlhf.kernels import fused_log_probs
 from torch import nn
 
 from rlhf.batch import Batch
-from rlhf.kernels import fused_log_probs
 
 
 def response_log_probs(

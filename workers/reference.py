@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
+from rlhf.workers.engine import TORCH_DTYPES
+from rlhf.workers.logprob import response_log_probs
 from transformers import AutoModelForCausalLM
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
-from rlhf.workers.actor import TORCH_DTYPES
-from rlhf.workers.logprob import response_log_probs
 
 
 class ReferencePolicy:

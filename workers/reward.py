@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 
 import torch
+from rlhf.workers.base import Mode, Worker, dispatch
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
 from rlhf.rewards import RewardItem, RewardRunner
-from rlhf.workers.base import Mode, Worker, dispatch
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from recipes import RECIPES, compose_recipe
 
+from recipes import RECIPES, compose_recipe
 from rlhf.config import RLHFConfig, validate
 from rlhf.data import write_rows
 

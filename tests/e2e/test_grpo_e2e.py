@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipes import compose_recipe
 from transformers import AutoModelForCausalLM
 
+from recipes import compose_recipe
 from rlhf.main import run
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,4 @@
 import torch
-
 from rlhf.workers.rollout import assemble
 
 

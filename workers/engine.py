@@ -1,0 +1,84 @@
+"""DeepSpeed engines and the pieces of a PPO-style update shared by the actor and the critic.
+
+Loss normalisation is global: every micro-batch's loss is divided by the token (or sequence) count of the whole
+mini-batch across all ranks, and micro-batch gradients are summed (`backward(..., scale_wrt_gas=False)`). DeepSpeed
+averages gradients over data-parallel ranks, so the loss handed to `backward` is multiplied by the world size.
+Splitting a mini-batch into more micro-batches or more ranks therefore leaves the gradient unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from rlhf.batch import Batch
+from rlhf.config import OptimConfig
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def deepspeed_config(
+    optim: OptimConfig, *, mini_batch_seqs: int, micro_batch_size: int, world_size: int, zero_stage: int, dtype: str
+) -> dict[str, Any]:
+    """DeepSpeed config for one rank (sizes were validated to divide evenly)."""
+    params: dict[str, Any] = {"lr": optim.lr, "weight_decay": optim.weight_decay}
+    if optim.name in ("AdamW", "Adam"):
+        # torch_adam: DeepSpeed's fused CPU Adam needs a C++ build; torch's implementation is exact and portable.
+        params.update(betas=list(optim.betas), torch_adam=True)
+    config: dict[str, Any] = {
+        "train_batch_size": mini_batch_seqs,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": mini_batch_seqs // (micro_batch_size * world_size),
+        "optimizer": {"type": optim.name, "params": params},
+        "gradient_clipping": optim.grad_clip,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+    if optim.warmup_steps > 0:
+        config["scheduler"] = {
+            "type": "WarmupLR",
+            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": optim.lr, "warmup_num_steps": optim.warmup_steps,
+                       "warmup_type": "linear"},
+        }
+    return config
+
+
+def build_engine(model: nn.Module, ds_config: dict[str, Any]) -> deepspeed.DeepSpeedEngine:
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    return engine
+
+
+def global_sum(world_size: int, *values: float) -> list[float]:
+    """Sum each value over the data-parallel ranks (one all-reduce)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if world_size > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def mini_batches(batch: Batch, mini_size: int, epochs: int, generator: torch.Generator | None) -> Iterator[Batch]:
+    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, reshuffled each pass if a generator is given."""
+    for _ in range(epochs):
+        order = torch.randperm(len(batch), generator=generator) if generator is not None else torch.arange(len(batch))
+        yield from batch.index(order).chunk_by_size(mini_size)
+
+
+def backward_global(engine: deepspeed.DeepSpeedEngine, loss: torch.Tensor, world_size: int) -> None:
+    """Backward + (boundary-aware) step for a loss already normalised by global counts; see the module docstring."""
+    engine.backward(loss * world_size, scale_wrt_gas=False)
+    engine.step()
+
+
+def gathered_state_dict(model: nn.Module, zero_stage: int) -> list[tuple[str, torch.Tensor]]:
+    """Full HF-named weights (tied lm_head included), gathered across ranks under ZeRO-3."""
+    if zero_stage == 3:
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            return [(k, v.detach().clone()) for k, v in model.state_dict().items()]
+    return [(k, v.detach()) for k, v in model.state_dict().items()]
