@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import ray
 import torch
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
+from rlhf.workers.critic import CriticWorker
 from rlhf.workers.group import ResourcePool, WorkerGroup
 from rlhf.workers.hybrid import ActorRolloutRefWorker
 from rlhf.workers.reward import RewardWorker
+from rlhf.workers.reward_model import RewardModelWorker
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +97,62 @@ class RewardGroup(WorkerGroup):
         self.call("close")
 
 
-def create_groups(cfg: RLHFConfig, need_ref: bool) -> tuple[ActorRolloutRefGroup, RewardGroup]:
-    """Reserve the policy's resource pool and start both groups (policy models built and ready)."""
+class RewardModelGroup(WorkerGroup):
+    def compute_rm_score(self, batch: Batch) -> Batch:
+        return self.call("compute_rm_score", batch)
+
+
+class CriticGroup(WorkerGroup):
+    def init_model(self) -> None:
+        self.call("init_model")
+
+    def compute_values(self, batch: Batch) -> Batch:
+        return self.call("compute_values", batch)
+
+    def update_critic(self, batch: Batch) -> dict[str, float]:
+        return self.call("update_critic", batch)[0]  # reduced over ranks
+
+
+@dataclass
+class Groups:
+    """Every worker group of a run; critic and reward_model exist only when the config asks for them."""
+
+    policy: ActorRolloutRefGroup
+    reward: RewardGroup
+    critic: CriticGroup | None = None
+    reward_model: RewardModelGroup | None = None
+
+
+def create_groups(cfg: RLHFConfig) -> Groups:
+    """Reserve the resource pools and start every group the config needs, models built and ready.
+
+    On CPU the critic and reward model share the policy's bundles (they run between the policy's stages); on CUDA
+    each gets its own pool of GPUs.
+    """
     device = resolve_device(cfg.trainer.device)
     env = worker_env(cfg, device)
     world = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
     pool = ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
     policy = ActorRolloutRefGroup(
-        ActorRolloutRefWorker, pool, "actor_rollout_ref", dict(cfg=cfg, device=device, need_ref=need_ref), env
+        ActorRolloutRefWorker, pool, "actor_rollout_ref", dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref()),
+        env,
     )
     # Reward actors take a sliver of CPU: their processes run between the policy's stages, not during them.
     reward_pool = ResourcePool.create(cfg.reward.num_workers, 0.01, "cpu")
-    reward = RewardGroup(RewardWorker, reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False)
+    groups = Groups(policy, RewardGroup(RewardWorker, reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False))
+    shared = pool if device == "cpu" else None
+    share_cpus = 0.0 if device == "cpu" else None
+    if cfg.algorithm.needs_critic():
+        critic_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
+        groups.critic = CriticGroup(CriticWorker, critic_pool, "critic", dict(cfg=cfg, device=device), env,
+                                    cpus_per_actor=share_cpus)
+    if cfg.reward.model_path is not None:
+        rm_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
+        groups.reward_model = RewardModelGroup(
+            RewardModelWorker, rm_pool, "reward_model", dict(cfg=cfg, policy_tokenizer_path=cfg.model.path), env,
+            init_distributed=False, cpus_per_actor=share_cpus,
+        )
     policy.init_model()
-    return policy, reward
+    if groups.critic is not None:
+        groups.critic.init_model()
+    return groups

@@ -51,6 +51,18 @@ class ActorConfig:
 
 
 @dataclass
+class CriticConfig:
+    """The value model for PPO/GAE: a token-classification head (1 label) on the policy's architecture."""
+
+    model_path: str | None = None  # None: start from model.path with a fresh value head
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))  # critics learn faster than policies
+    micro_batch_size_per_device: int = 4  # sequences per forward/backward on one rank
+    ppo_epochs: int = 1  # passes over the rollout batch per step (mini-batches follow the actor's)
+    warmup_steps: int = 0  # first RL steps that train only the critic, leaving the actor unchanged
+    zero_stage: int = 2
+
+
+@dataclass
 class RolloutConfig:
     n: int = 4  # responses sampled per prompt (the GRPO group size)
     temperature: float = 1.0  # applied identically by vLLM and by the trainer's log-probs
@@ -73,6 +85,10 @@ class RewardConfig:
     num_workers: int = 1  # Ray actors in the reward group
     num_processes: int = 2  # processes per reward actor running the functions (0 = inline, no timeout)
     timeout_s: float = 10.0  # a call running longer scores 0 and counts in reward/timeouts
+    rule_weight: float = 1.0  # weight of the rule-function score (0: reward model only)
+    model_path: str | None = None  # a sequence-classification reward model (1 label); None: rules only
+    rm_weight: float = 1.0  # weight of the reward model's score in the sum
+    rm_micro_batch_size: int = 16  # sequences per reward-model forward
 
 
 @dataclass
@@ -116,6 +132,7 @@ class RLHFConfig:
     actor: ActorConfig = field(default_factory=ActorConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     ref: RefConfig = field(default_factory=RefConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
@@ -174,6 +191,11 @@ def validate(cfg: RLHFConfig) -> None:
         "actor.fused_kernels=true reads the LM head weight directly, which ZeRO-3 partitions; "
         "set actor.fused_kernels=false with actor.zero_stage=3",
     )
+    rw = cfg.reward
+    _require(rw.rule_weight > 0 or rw.model_path is not None,
+             "reward.rule_weight=0 and no reward.model_path: nothing would score the responses")
+    _require(cfg.critic.ppo_epochs >= 1, f"critic.ppo_epochs={cfg.critic.ppo_epochs} must be >= 1")
+    _require(cfg.critic.zero_stage in (0, 1, 2, 3), f"critic.zero_stage={cfg.critic.zero_stage} must be 0, 1, 2 or 3")
     _validate_batch_sizes(cfg)
     _validate_paths(cfg)
     cfg.algorithm.validate()
@@ -204,6 +226,18 @@ def _validate_batch_sizes(cfg: RLHFConfig) -> None:
         f"actor.micro_batch_size_per_device={a.micro_batch_size_per_device} must divide the {per_rank} sequences "
         f"of a mini-batch on each rank (actor.ppo_mini_batch_size={a.ppo_mini_batch_size} x rollout.n={r.n} / {world} ranks)",
     )
+    if cfg.algorithm.needs_critic():
+        c = cfg.critic.micro_batch_size_per_device
+        _require(
+            c >= 1 and per_rank % c == 0,
+            f"critic.micro_batch_size_per_device={c} must divide the {per_rank} sequences of a mini-batch on each rank",
+        )
+    if cfg.algorithm.overlong.enable:
+        _require(
+            cfg.algorithm.overlong.buffer_len <= r.max_response_length,
+            f"algorithm.overlong.buffer_len={cfg.algorithm.overlong.buffer_len} must be <= "
+            f"rollout.max_response_length={r.max_response_length}",
+        )
 
 
 def _validate_paths(cfg: RLHFConfig) -> None:
@@ -213,6 +247,8 @@ def _validate_paths(cfg: RLHFConfig) -> None:
             Path(m.path).is_dir(),
             f"model.path={m.path!r} does not exist (set model.build_tiny=true to build the local tiny model there)",
         )
+    for key, path in (("critic.model_path", cfg.critic.model_path), ("reward.model_path", cfg.reward.model_path)):
+        _require(path is None or Path(path).is_dir(), f"{key}={path!r} does not exist")
     for key, files in (("data.train_files", d.train_files), ("data.val_files", d.val_files)):
         for f in files:
             _require(os.path.isfile(f), f"{key}: file {f!r} does not exist")

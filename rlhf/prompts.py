@@ -40,12 +40,12 @@ def load_split(files: list[str], tokenizer: PreTrainedTokenizerBase, max_prompt_
 
 
 def rows_to_batch(
-    rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int, step: int, seed: int
+    rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int, batch_index: int, seed: int
 ) -> Batch:
     """Prompt rows as a Batch of non-tensor fields: prompt_ids, ground_truth, data_source, extra_info, uid, seed.
 
     `uid` names the prompt's group (its n responses share it); `sample_seed` makes sampling reproducible for a
-    given (seed, step, row) whatever the number of ranks.
+    given (seed, batch_index, row) whatever the number of ranks.
     """
     prompt_ids = encode_prompts(rows, tokenizer, max_prompt_length)
     return Batch(
@@ -54,8 +54,8 @@ def rows_to_batch(
             "ground_truth": [str(r["reward_model"]["ground_truth"]) for r in rows],
             "data_source": [r["data_source"] for r in rows],
             "extra_info": [r.get("extra_info") or {} for r in rows],
-            "uid": [f"{step}-{i}" for i in range(len(rows))],
-            "sample_seed": [(seed * 1_000_003 + step * 10_007 + i) % (2**31) for i in range(len(rows))],
+            "uid": [f"{batch_index}-{i}" for i in range(len(rows))],
+            "sample_seed": [(seed * 1_000_003 + batch_index * 10_007 + i) % (2**31) for i in range(len(rows))],
         },
-        meta={"step": step},
+        meta={"batch_index": batch_index},
     )

@@ -1,13 +1,14 @@
 """The RL loop on the controller: one method per stage, reading like the algorithm.
 
-One GRPO step (PPO adds values and a critic update):
+One step (GRPO shown; PPO adds the critic's values and update):
     1. generate      n responses per prompt with vLLM (its log-probs kept as rollout_log_probs)
-    2. reward        token_level_scores from the reward worker group
+    2. reward        rule functions and/or a reward model -> token_level_scores
     3. old log-prob  the actor's log-probs (and entropy) of the sampled tokens
     4. ref log-prob  the frozen reference's log-probs, only when a KL term is on
-    5. advantages    KL-in-reward (optional), then the configured estimator
-    6. update        PPO epochs over mini-batches on the actor group
-    7. sync          actor weights -> vLLM, so the next rollout is on-policy
+    5. values        the critic's values, only for GAE
+    6. advantages    KL-in-reward (optional), then the configured estimator
+    7. update        critic, then actor (after the critic's warm-up), PPO epochs over mini-batches
+    8. sync          actor weights -> vLLM, so the next rollout is on-policy
 Every stage is timed as `timing_s/<stage>`.
 """
 
@@ -25,9 +26,16 @@ import torch
 from tqdm import tqdm
 from transformers import AutoConfig, AutoTokenizer
 
-from rlhf.algorithms import AdvantageInputs, apply_kl_penalty, get_advantage_fn, make_kl_controller
+from rlhf.algorithms import (
+    AdvantageInputs,
+    apply_kl_penalty,
+    get_advantage_fn,
+    make_kl_controller,
+    overlong_reward_penalty,
+    select_informative_groups,
+)
 from rlhf.batch import Batch
-from rlhf.cluster import ActorRolloutRefGroup, RewardGroup, create_groups, resolve_device, start_ray
+from rlhf.cluster import Groups, create_groups, resolve_device, start_ray
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
 from rlhf.metrics import data_metrics, throughput_metrics, validation_metrics
@@ -39,9 +47,11 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall time to `timings["timing_s/<stage>"]` (repeated stages accumulate)."""
     start = time.perf_counter()
     yield
-    timings[f"timing_s/{stage}"] = time.perf_counter() - start
+    key = f"timing_s/{stage}"
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
 def group_ids(uids: list[str]) -> torch.Tensor:
@@ -50,15 +60,20 @@ def group_ids(uids: list[str]) -> torch.Tensor:
     return torch.tensor([index.setdefault(u, len(index)) for u in uids], dtype=torch.long)
 
 
+def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
+    """[B] index of each response's last token (0 for an empty response): where sequence scores live."""
+    return (response_mask.sum(dim=1).long() - 1).clamp(min=0)
+
+
 class RLTrainer:
     """setup -> fit -> cleanup. The driver owns data, algorithm state and logging; workers own models."""
 
     def __init__(self, cfg: RLHFConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         self.global_step = 0
+        self.num_prompt_batches = 0  # batches drawn from the loader (>= global_step with dynamic sampling)
         self.tracker: Tracker | None = None
-        self.policy: ActorRolloutRefGroup | None = None
-        self.reward: RewardGroup | None = None
+        self.groups: Groups | None = None
 
     def setup(self) -> None:
         cfg = self.cfg
@@ -71,12 +86,11 @@ class RLTrainer:
         )
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
         self.num_devices = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
-        model_config = AutoConfig.from_pretrained(cfg.model.path)
-        self.num_params = _approx_num_params(model_config)
+        self.num_params = _approx_num_params(AutoConfig.from_pretrained(cfg.model.path))
         device = resolve_device(cfg.trainer.device)
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
         start_ray(cfg)
-        self.policy, self.reward = create_groups(cfg, need_ref=cfg.algorithm.needs_ref())
+        self.groups = create_groups(cfg)
         self.tracker = Tracker(
             cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, self.run_dir, asdict(cfg)
         )
@@ -91,40 +105,112 @@ class RLTrainer:
             if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
                 metrics.update(self.validate())
             self.tracker.log(metrics, step=self.global_step)
-        self.policy.save_hf_model(str(self.run_dir / "final_model"))
+        self.groups.policy.save_hf_model(str(self.run_dir / "final_model"))
         return metrics
+
+    def next_prompts(self) -> Batch:
+        """The loader's next batch; its index (not the step: DAPO may draw several per step) names uids and seeds."""
+        self.num_prompt_batches += 1
+        rows = self.loader.next_batch()
+        return rows_to_batch(rows, self.tokenizer, self.cfg.data.max_prompt_length, self.num_prompt_batches,
+                             self.cfg.trainer.seed)
 
     def train_step(self) -> dict[str, float]:
         """Advance the global step on the next batch of prompts from the loader."""
         self.global_step += 1
-        rows = self.loader.next_batch()
-        prompts = rows_to_batch(rows, self.tokenizer, self.cfg.data.max_prompt_length, self.global_step,
-                                self.cfg.trainer.seed)
-        return self.step(prompts)
+        return self.step(self.next_prompts())
 
     def step(self, prompts: Batch) -> dict[str, float]:
         """One RL step on a batch of prompts; returns its metrics."""
+        g, algo = self.groups, self.cfg.algorithm
         timings: dict[str, float] = {}
+        metrics: dict[str, float] = {}
         with timed(timings, "step"):
-            with timed(timings, "gen"):  # 1. generate
-                batch = self.policy.generate(prompts)
-            with timed(timings, "reward"):  # 2. reward
-                batch.update(self.reward.compute_score(batch))
+            batch, rollout_metrics = self.rollout(prompts, timings)  # 1-2. generate and score
             with timed(timings, "old_log_prob"):  # 3. old log-prob
-                batch.update(self.policy.compute_log_prob(batch))
-            if self.cfg.algorithm.needs_ref():
+                batch.update(g.policy.compute_log_prob(batch))
+            if algo.needs_ref():
                 with timed(timings, "ref"):  # 4. ref log-prob
-                    batch.update(self.policy.compute_ref_log_prob(batch))
-            with timed(timings, "adv"):  # 5. advantages
-                adv_metrics = self.compute_advantages(batch)
-            with timed(timings, "update_actor"):  # 6. update
-                actor_metrics = self.policy.update_actor(batch)
-            with timed(timings, "sync_weights"):  # 7. sync
-                self.policy.sync_weights()
-        metrics = {**data_metrics(batch), **adv_metrics, **actor_metrics, **timings}
+                    batch.update(g.policy.compute_ref_log_prob(batch))
+            if g.critic is not None:
+                with timed(timings, "values"):  # 5. values
+                    batch.update(g.critic.compute_values(batch))
+            with timed(timings, "adv"):  # 6. advantages
+                metrics.update(self.compute_advantages(batch))
+            if g.critic is not None:
+                with timed(timings, "update_critic"):  # 7. update
+                    metrics.update(g.critic.update_critic(batch))
+            if self.global_step > self.cfg.critic.warmup_steps or g.critic is None:
+                with timed(timings, "update_actor"):
+                    metrics.update(g.policy.update_actor(batch))
+                with timed(timings, "sync_weights"):  # 8. sync
+                    g.policy.sync_weights()
+        metrics.update({**data_metrics(batch), **rollout_metrics, **timings})
         metrics.update(throughput_metrics(batch, timings["timing_s/step"], self.num_devices, self.num_params,
                                           self.device_name))
         return metrics
+
+    def rollout(self, prompts: Batch, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
+        """Generate and score; with DAPO dynamic sampling, keep generating until enough groups carry a signal."""
+        ds = self.cfg.algorithm.dynamic_sampling
+        batch = self.generate_and_score(prompts, timings)
+        if not ds.enable:
+            return batch, {}
+        target = self.cfg.data.train_batch_size
+        kept, spare, num_gen, num_dropped = [], [], 1, 0
+        while True:
+            informative = select_informative_groups(batch["token_level_scores"].sum(-1), group_ids(batch.non_tensors["uid"]))
+            kept.append(batch.index(informative))
+            spare.append(batch.index(~informative))
+            num_dropped += len(set(batch.index(~informative).non_tensors["uid"]))
+            num_kept = sum(len(set(b.non_tensors["uid"])) for b in kept)
+            if num_kept >= target or (ds.max_num_gen_batches > 0 and num_gen >= ds.max_num_gen_batches):
+                break
+            num_gen += 1
+            batch = self.generate_and_score(self.next_prompts(), timings)
+        # Keep whole groups: the first `target` prompts' responses, topped up with uninformative groups if short.
+        merged = Batch.concat([b for b in kept + spare if len(b)])
+        chosen = set(list(dict.fromkeys(merged.non_tensors["uid"]))[:target])
+        rows = [i for i, u in enumerate(merged.non_tensors["uid"]) if u in chosen]
+        metrics = {"dapo/num_gen_batches": float(num_gen), "dapo/num_dropped_groups": float(num_dropped),
+                   "dapo/num_filled_groups": float(max(0, target - num_kept))}
+        return merged.index(rows), metrics
+
+    def generate_and_score(self, prompts: Batch, timings: dict[str, float]) -> Batch:
+        """n responses per prompt with token_level_scores (rules and/or RM, DAPO overlong shaping, ReMax baseline)."""
+        g, algo = self.groups, self.cfg.algorithm
+        with timed(timings, "gen"):
+            batch = g.policy.generate(prompts)
+        with timed(timings, "reward"):
+            batch.update(self.score(batch))
+            if algo.overlong.enable:
+                penalty = overlong_reward_penalty(
+                    batch["response_mask"].sum(-1).long(), self.cfg.rollout.max_response_length,
+                    algo.overlong.buffer_len, algo.overlong.penalty_factor,
+                )
+                batch["token_level_scores"][torch.arange(len(batch)), last_token_index(batch["response_mask"])] += penalty
+        if algo.advantage == "remax":
+            with timed(timings, "gen_baseline"):
+                # ReMax's baseline: the reward of the greedy response to the same prompt.
+                greedy = g.policy.generate(prompts, temperature=0.0, n=1)
+                baseline = self.score(greedy)["token_level_scores"].sum(-1)
+                batch["baseline_scores"] = baseline.repeat_interleave(self.cfg.rollout.n)
+        return batch
+
+    def score(self, batch: Batch) -> Batch:
+        """token_level_scores [B, R] = rule_weight * rule score + rm_weight * reward-model score, on the last token."""
+        g, rw = self.groups, self.cfg.reward
+        if rw.rule_weight > 0:
+            scored = g.reward.compute_score(batch)
+            scored["token_level_scores"] = scored["token_level_scores"] * rw.rule_weight
+        else:
+            scored = Batch({"token_level_scores": torch.zeros_like(batch["response_mask"])})
+        if g.reward_model is not None:
+            rm_scores = g.reward_model.compute_rm_score(batch)["rm_scores"]
+            last = last_token_index(batch["response_mask"])
+            scored["token_level_scores"][torch.arange(len(batch)), last] += rw.rm_weight * rm_scores
+            scored["rm_scores"] = rm_scores
+        return scored
 
     def compute_advantages(self, batch: Batch) -> dict[str, float]:
         """token_level_rewards (scores minus the KL penalty when it is in the reward), then advantages/returns."""
@@ -143,6 +229,7 @@ class RLTrainer:
             response_mask=batch["response_mask"],
             group_ids=group_ids(batch.non_tensors["uid"]),
             values=batch.tensors.get("values"),
+            baseline_scores=batch.tensors.get("baseline_scores"),
         )
         batch["advantages"], batch["returns"] = get_advantage_fn(algo.advantage)(inputs, algo)
         return metrics
@@ -155,16 +242,16 @@ class RLTrainer:
         for start in range(0, len(self.val_rows), self.cfg.data.val_batch_size):
             rows = self.val_rows[start : start + self.cfg.data.val_batch_size]
             prompts = rows_to_batch(rows, self.tokenizer, self.cfg.data.max_prompt_length, -1, self.cfg.trainer.seed)
-            responses = self.policy.generate(prompts, temperature=0.0, n=1)
-            responses.update(self.reward.compute_score(responses))
+            responses = self.groups.policy.generate(prompts, temperature=0.0, n=1)
+            responses.update(self.score(responses))
             parts.append(responses)
         batch = Batch.concat(parts)
         columns = ["prompt", "response", "ground_truth", "score"]
+        nt = batch.non_tensors
         scores = batch["token_level_scores"].sum(-1).tolist()
         table = [
-            [self.tokenizer.decode(p), r, g, s]
-            for p, r, g, s in zip(batch.non_tensors["prompt_ids"], batch.non_tensors["response_text"],
-                                  batch.non_tensors["ground_truth"], scores)
+            [self.tokenizer.decode(p), r, gt, s]
+            for p, r, gt, s in zip(nt["prompt_ids"], nt["response_text"], nt["ground_truth"], scores, strict=True)
         ][:16]
         self.tracker.log_table("val/generations", columns, table, step=self.global_step)
         return validation_metrics(batch)
@@ -172,8 +259,8 @@ class RLTrainer:
     def cleanup(self) -> None:
         if self.tracker is not None:
             self.tracker.finish()
-        if self.reward is not None:
-            self.reward.close()
+        if self.groups is not None:
+            self.groups.reward.close()
         if ray.is_initialized():
             ray.shutdown()
 

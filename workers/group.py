@@ -62,12 +62,14 @@ class WorkerGroup:
         worker_kwargs: dict[str, Any],
         env_vars: dict[str, str],
         init_distributed: bool = True,
+        cpus_per_actor: float | None = None,
     ) -> None:
+        """`cpus_per_actor` < the bundle's CPUs lets a second group share the pool (e.g. the critic on CPU)."""
         self.worker_cls, self.role, self.world_size = worker_cls, role, pool.num_ranks
         remote_cls = ray.remote(worker_cls)
         self.actors = [
             remote_cls.options(
-                num_cpus=pool.cpus_per_rank,
+                num_cpus=pool.cpus_per_rank if cpus_per_actor is None else cpus_per_actor,
                 num_gpus=1 if pool.device == "cuda" else 0,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pool.placement_group, placement_group_bundle_index=rank),
                 runtime_env={"env_vars": env_vars},

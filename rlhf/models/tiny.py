@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,33 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(),
         return out
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    config = Qwen2Config(
+    torch.manual_seed(spec.seed)
+    model = Qwen2ForCausalLM(tiny_config(tokenizer, spec))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    spec_path.write_text(json.dumps(asdict(spec)))
+    logger.info("built tiny model (%.2fM parameters) at %s", sum(p.numel() for p in model.parameters()) / 1e6, out)
+    return out
+
+
+def build_tiny_reward_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(seed=7)) -> Path:
+    """A randomly initialised 1-label sequence classifier with the tiny tokenizer (a stand-in reward model)."""
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out
+    tokenizer = build_tokenizer()
+    torch.manual_seed(spec.seed)
+    config = tiny_config(tokenizer, spec)
+    config.num_labels = 1
+    model = Qwen2ForSequenceClassification(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_config(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) -> Qwen2Config:
+    return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
@@ -83,14 +109,6 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(),
         pad_token_id=tokenizer.pad_token_id,
         torch_dtype="float32",
     )
-    torch.manual_seed(spec.seed)
-    model = Qwen2ForCausalLM(config)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    model.generation_config.save_pretrained(out)
-    spec_path.write_text(json.dumps(asdict(spec)))
-    logger.info("built tiny model (%.2fM parameters) at %s", sum(p.numel() for p in model.parameters()) / 1e6, out)
-    return out
 
 
 def main() -> None:

@@ -1,0 +1,120 @@
+"""The critic: a value model (the policy's architecture with a 1-label token-classification head) for PPO/GAE.
+
+The value of response token t is read at the position that predicts it (the state before the action), as the
+actor reads log-probs. Trained with the clipped value loss, globally normalised like the actor's loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import torch
+from transformers import AutoConfig, AutoModelForTokenClassification
+
+from rlhf.algorithms import aggregation_counts, compute_value_loss, make_loss_aggregator
+from rlhf.batch import Batch
+from rlhf.config import RLHFConfig
+from rlhf.workers.base import Mode, Worker, dispatch
+from rlhf.workers.engine import (
+    TORCH_DTYPES,
+    backward_global,
+    build_engine,
+    deepspeed_config,
+    global_sum,
+    mini_batches,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class Critic:
+    """Value model training on one data-parallel rank."""
+
+    def __init__(self, cfg: RLHFConfig, rank: int, world_size: int, device: torch.device) -> None:
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        c = cfg.critic
+        path = c.model_path or cfg.model.path
+        # No dropout: values must be deterministic between compute_values and the update (PPO value clipping).
+        config = AutoConfig.from_pretrained(path, num_labels=1, classifier_dropout=0.0)
+        model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=TORCH_DTYPES[cfg.model.dtype])
+        self.engine = build_engine(
+            model,
+            deepspeed_config(
+                c.optim,
+                mini_batch_seqs=cfg.actor.ppo_mini_batch_size * cfg.rollout.n,
+                micro_batch_size=c.micro_batch_size_per_device,
+                world_size=world_size,
+                zero_stage=c.zero_stage,
+                dtype=cfg.model.dtype,
+            ),
+        )
+        self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 2000 + rank)
+
+    def _values(self, batch: Batch) -> torch.Tensor:
+        """[B, R] float32 values of the states before each response token."""
+        batch = batch.to(self.device)
+        num_response = batch["responses"].shape[1]
+        logits = self.engine(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+        ).logits  # [B, P+R, 1]
+        return logits[:, -num_response - 1 : -1, 0].float() * batch["response_mask"]
+
+    @torch.no_grad()
+    def compute_values(self, batch: Batch) -> Batch:
+        self.engine.eval()
+        chunks = [self._values(micro).cpu() for micro in batch.chunk_by_size(self.cfg.critic.micro_batch_size_per_device)]
+        return Batch({"values": torch.cat(chunks)})
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Clipped value regression onto `returns`, PPO epochs over mini-batches."""
+        self.engine.train()
+        c = self.cfg.critic
+        mini_size = self.cfg.actor.ppo_mini_batch_size * self.cfg.rollout.n // self.world_size
+        metrics: dict[str, list[float]] = defaultdict(list)
+        for mini in mini_batches(batch, mini_size, c.ppo_epochs, self.generator):
+            num_tokens, num_seqs = global_sum(self.world_size, *aggregation_counts(mini["response_mask"]))
+            agg = make_loss_aggregator(
+                self.cfg.algorithm.loss_agg_mode, global_num_tokens=num_tokens, global_num_seqs=num_seqs,
+                norm_length=self.cfg.rollout.max_response_length,
+            )
+            sums: dict[str, float] = defaultdict(float)
+            micro_batches = mini.chunk_by_size(c.micro_batch_size_per_device)
+            for micro in micro_batches:
+                micro = micro.to(self.device)
+                loss, vf_metrics = compute_value_loss(
+                    self._values(micro), micro["values"], micro["returns"], micro["response_mask"],
+                    self.cfg.algorithm.cliprange_value, agg,
+                )
+                backward_global(self.engine, loss, self.world_size)
+                sums["critic/vf_loss"] += loss.item()
+                for key, value in vf_metrics.items():
+                    if key != "critic/vf_loss":
+                        sums[key] += float(value) / (len(micro_batches) * self.world_size)
+            keys = sorted(sums)
+            for key, value in zip(keys, global_sum(self.world_size, *(sums[k] for k in keys)), strict=True):
+                metrics[key].append(value)
+            grad_norm = self.engine.get_global_grad_norm()
+            metrics["critic/grad_norm"].append(float(grad_norm) if grad_norm is not None else float("nan"))
+        return {k: sum(v) / len(v) for k, v in metrics.items()}
+
+
+class CriticWorker(Worker):
+    """One rank of the critic group (its own torch.distributed world, sharing the policy's resource bundles)."""
+
+    def __init__(self, role: str, rank: int, world_size: int, cfg: RLHFConfig, device: str) -> None:
+        super().__init__(role, rank, world_size)
+        self.cfg = cfg
+        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+
+    @dispatch(Mode.ALL)
+    def init_model(self) -> None:
+        self.critic = Critic(self.cfg, self.rank, self.world_size, self.device)
+
+    @dispatch(Mode.DP)
+    def compute_values(self, batch: Batch) -> Batch:
+        return self.critic.compute_values(batch)
+
+    @dispatch(Mode.DP)
+    def update_critic(self, batch: Batch) -> dict[str, float]:
+        return self.critic.update(batch)
