@@ -1,0 +1,57 @@
+"""One actor rank for the loss-invariance test: a real DeepSpeed update on a fixed batch, weights saved by rank 0.
+
+Run as: python actor_update_worker.py <model_dir> <out.pt> <world_size> <micro_batch> <loss_agg_mode> <port> <rank>
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["DS_ACCELERATOR"] = "cpu"
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from recipes import compose_recipe  # noqa: E402
+
+from rlhf.batch import Batch  # noqa: E402
+from rlhf.workers.actor import Actor  # noqa: E402
+from rlhf.workers.rollout import assemble  # noqa: E402
+
+NUM_SEQS, RESPONSE_LEN = 8, 6
+
+
+def fixed_batch(vocab: int) -> Batch:
+    """8 sequences with different prompt and response lengths (one empty response), fixed by a seed."""
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(2, vocab, (3 + i % 3,), generator=g).tolist() for i in range(NUM_SEQS)]
+    responses = [torch.randint(2, vocab, (i % (RESPONSE_LEN + 1),), generator=g).tolist() for i in range(NUM_SEQS)]
+    batch = assemble(prompts, responses, RESPONSE_LEN, pad_id=0)
+    batch["old_log_probs"] = -torch.rand(NUM_SEQS, RESPONSE_LEN, generator=g) * 5
+    batch["advantages"] = torch.randn(NUM_SEQS, RESPONSE_LEN, generator=g) * batch["response_mask"]
+    return batch
+
+
+def main() -> None:
+    model_dir, out, world, micro, mode, port, rank = sys.argv[1:8]
+    world, micro, rank = int(world), int(micro), int(rank)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK="0")
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cfg = compose_recipe("grpo_arith_tiny", [
+        f"model.path={model_dir}", "rollout.n=1", f"data.train_batch_size={NUM_SEQS}",
+        f"actor.ppo_mini_batch_size={NUM_SEQS}", f"actor.micro_batch_size_per_device={micro}", "actor.shuffle=false",
+        "actor.optim.name=SGD", "actor.optim.lr=1.0", "actor.optim.grad_clip=0", f"algorithm.loss_agg_mode={mode}",
+        "algorithm.use_kl_loss=false", f"rollout.max_response_length={RESPONSE_LEN}", "algorithm.entropy_coeff=0.01",
+    ])
+    torch.manual_seed(0)
+    actor = Actor(cfg, rank, world, torch.device("cpu"))
+    shard = fixed_batch(actor.model.config.vocab_size).split(world)[rank]
+    actor.update(shard)
+    if rank == 0:
+        torch.save({k: v.clone() for k, v in actor.model.state_dict().items()}, out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
