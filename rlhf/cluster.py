@@ -88,6 +88,12 @@ class ActorRolloutRefGroup(WorkerGroup):
     def save_hf_model(self, path: str) -> None:
         self.call("save_hf_model", path)
 
+    def save_checkpoint(self, directory: str) -> None:
+        self.call("save_checkpoint", directory)
+
+    def load_checkpoint(self, directory: str) -> None:
+        self.call("load_checkpoint", directory)
+
 
 class RewardGroup(WorkerGroup):
     def compute_score(self, batch: Batch) -> Batch:
@@ -111,6 +117,12 @@ class CriticGroup(WorkerGroup):
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
         return self.call("update_critic", batch)[0]  # reduced over ranks
+
+    def save_checkpoint(self, directory: str) -> None:
+        self.call("save_checkpoint", directory)
+
+    def load_checkpoint(self, directory: str) -> None:
+        self.call("load_checkpoint", directory)
 
 
 @dataclass

@@ -121,7 +121,12 @@ class TrainerConfig:
     logger: list[str] = field(default_factory=lambda: ["console"])  # any of console, wandb, jsonl
     output_dir: str = "outputs"  # runs go to <output_dir>/<project>/<experiment>
     test_freq: int = 0  # validate every N steps (0: never)
-    save_freq: int = 0  # checkpoint every N steps (0: only at the end when > 0 steps)
+    save_freq: int = 0  # checkpoint every N steps and at the end (0: no checkpoints)
+    keep_last: int = 3  # complete checkpoints kept (older ones are deleted; 0 keeps all)
+    resume: str = "auto"  # auto: newest complete checkpoint of this run dir, if any | never | <checkpoint dir>
+    max_restarts: int = 0  # after a worker dies: restart the groups and resume from the last checkpoint, N times
+    max_consecutive_skipped_updates: int = 3  # stop the run after this many NaN/inf updates in a row
+    deterministic: bool = False  # deterministic torch kernels in the workers (exact resume on CPU)
     seed: int = 1
     log_rollout_logprob_diff: bool = True  # contract 2: compare trainer vs vLLM log-probs every step
 

@@ -24,8 +24,9 @@ register_schema()
 
 
 def run_dir_of(cfg: RLHFConfig) -> Path:
+    """Absolute, so that workers (whose working directory may differ) write to the same place."""
     t = cfg.trainer
-    return Path(t.output_dir) / t.project_name / t.experiment_name
+    return (Path(t.output_dir) / t.project_name / t.experiment_name).resolve()
 
 
 def run(cfg: RLHFConfig) -> dict[str, float]:
@@ -39,13 +40,23 @@ def run(cfg: RLHFConfig) -> dict[str, float]:
     # Imported after validation on purpose: the trainer pulls in Ray, vLLM and DeepSpeed (~6 s), and a config
     # error must be reported before any of that (contract 3).
     from rlhf.trainer import RLTrainer  # noqa: PLC0415
+    from rlhf.workers.group import WorkerDiedError  # noqa: PLC0415
 
-    trainer = RLTrainer(cfg, run_dir)
-    try:
-        trainer.setup()
-        return trainer.fit()
-    finally:
-        trainer.cleanup()
+    resume = cfg.trainer.resume
+    for attempt in range(cfg.trainer.max_restarts + 1):
+        trainer = RLTrainer(cfg, run_dir, resume)
+        try:
+            trainer.setup()
+            return trainer.fit()
+        except WorkerDiedError:
+            if attempt == cfg.trainer.max_restarts:
+                raise
+            logger.exception("a worker died; restarting the worker groups from the last checkpoint "
+                             "(restart %d of trainer.max_restarts=%d)", attempt + 1, cfg.trainer.max_restarts)
+            resume = "auto"
+        finally:
+            trainer.cleanup()
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @hydra.main(config_path="../recipes", config_name="grpo_arith_tiny", version_base=None)

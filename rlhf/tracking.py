@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,16 @@ def format_console_line(step: int, metrics: dict[str, float]) -> str:
 class Tracker:
     """Fan metrics out to the configured backends."""
 
-    def __init__(self, backends: list[str], project: str, experiment: str, run_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        backends: list[str],
+        project: str,
+        experiment: str,
+        run_dir: Path,
+        config: dict[str, Any],
+        resume_step: int | None = None,
+    ) -> None:
+        """`resume_step`: the run continues from this step's checkpoint; later rows of metrics.jsonl are dropped."""
         self.backends, self.run_dir = list(backends), run_dir
         self.wandb_run = None
         self.jsonl = None
@@ -61,13 +71,20 @@ class Tracker:
             run_dir.mkdir(parents=True, exist_ok=True)
             self.wandb_run = wandb.init(
                 project=project, name=experiment, dir=str(run_dir), config=config, resume="allow",
-                id=_stable_run_id(run_dir),
+                id=_wandb_run_id(run_dir, continue_run=resume_step is not None),
             )
             logger.info("wandb run %s in %s mode, files in %s", self.wandb_run.id, os.environ.get("WANDB_MODE", "online"),
                         self.wandb_run.dir)
         if "jsonl" in self.backends:
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in finish)
+            path = run_dir / "metrics.jsonl"
+            if resume_step is not None and path.exists():
+                _truncate_after(path, resume_step)
+            elif path.exists():  # a fresh start in a used run directory: keep the old metrics beside it
+                archived = path.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+                path.rename(archived)
+                logger.info("previous metrics.jsonl moved to %s", archived)
+            self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finish)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if "console" in self.backends:
@@ -93,11 +110,17 @@ class Tracker:
             self.jsonl.close()
 
 
-def _stable_run_id(run_dir: Path) -> str:
-    """One wandb id per run directory, so a resumed run continues the same wandb run."""
+def _wandb_run_id(run_dir: Path, continue_run: bool) -> str:
+    """The run directory's wandb id when continuing a run (so wandb continues it too), else a fresh one."""
     id_file = run_dir / "wandb_run_id"
-    if id_file.exists():
+    if continue_run and id_file.exists():
         return id_file.read_text().strip()
     run_id = uuid.uuid4().hex[:8]
     id_file.write_text(run_id)
     return run_id
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep the rows of steps <= `step`: a killed run may have logged steps that its checkpoint does not hold."""
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))

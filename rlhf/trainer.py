@@ -14,7 +14,9 @@ Every stage is timed as `timing_s/<stage>`.
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ from rlhf.algorithms import (
     select_informative_groups,
 )
 from rlhf.batch import Batch
+from rlhf.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from rlhf.cluster import Groups, create_groups, resolve_device, start_ray
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
@@ -68,10 +71,14 @@ def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
 class RLTrainer:
     """setup -> fit -> cleanup. The driver owns data, algorithm state and logging; workers own models."""
 
-    def __init__(self, cfg: RLHFConfig, run_dir: Path) -> None:
-        self.cfg, self.run_dir = cfg, run_dir
+    def __init__(self, cfg: RLHFConfig, run_dir: Path, resume: str) -> None:
+        """`resume` is `trainer.resume` on a first attempt and "auto" after an automatic restart."""
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.global_step = 0
         self.num_prompt_batches = 0  # batches drawn from the loader (>= global_step with dynamic sampling)
+        self.consecutive_skipped = 0  # NaN/inf updates in a row
+        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM: finish the step, checkpoint, stop
+        self.checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_last)
         self.tracker: Tracker | None = None
         self.groups: Groups | None = None
 
@@ -89,24 +96,96 @@ class RLTrainer:
         self.num_params = _approx_num_params(AutoConfig.from_pretrained(cfg.model.path))
         device = resolve_device(cfg.trainer.device)
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+        checkpoint = self.checkpoints.resolve(self.resume)
         start_ray(cfg)
         self.groups = create_groups(cfg)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
         self.tracker = Tracker(
-            cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, self.run_dir, asdict(cfg)
+            cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, self.run_dir, asdict(cfg),
+            resume_step=self.global_step if checkpoint is not None else None,
         )
 
     def fit(self) -> dict[str, float]:
-        """Run `trainer.total_steps` RL steps; returns the last step's metrics."""
+        """Run `trainer.total_steps` RL steps; returns the last step's metrics.
+
+        SIGINT/SIGTERM finish the current step, write a checkpoint and return early.
+        """
         t = self.cfg.trainer
         metrics: dict[str, float] = {}
-        for _ in tqdm(range(self.global_step, t.total_steps), desc="RL steps", initial=self.global_step,
-                      total=t.total_steps, dynamic_ncols=True):
-            metrics = self.train_step()
-            if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
-                metrics.update(self.validate())
-            self.tracker.log(metrics, step=self.global_step)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for _ in tqdm(range(self.global_step, t.total_steps), desc="RL steps", initial=self.global_step,
+                          total=t.total_steps, dynamic_ncols=True):
+                metrics = self.train_step()
+                self._check_health(metrics)
+                if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
+                    metrics.update(self.validate())
+                self.tracker.log(metrics, step=self.global_step)
+                if self.stop_signal is not None:
+                    logger.warning("stopping on signal %d after step %d", self.stop_signal, self.global_step)
+                    self.save_checkpoint()
+                    return metrics
+                if t.save_freq > 0 and (self.global_step % t.save_freq == 0 or self.global_step == t.total_steps):
+                    self.save_checkpoint()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         self.groups.policy.save_hf_model(str(self.run_dir / "final_model"))
         return metrics
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        if self.stop_signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        logger.warning("signal %d: finishing the current step, then checkpointing (send again to abort)", signum)
+
+    def _check_health(self, metrics: dict[str, float]) -> None:
+        """A NaN/inf update was skipped by the optimizer; too many in a row stop the run."""
+        if metrics.get("actor/skipped_update", 0.0) > 0:
+            self.consecutive_skipped += 1
+            logger.warning("step %d: non-finite loss or gradient (grad_norm=%s): update skipped (%d in a row)",
+                           self.global_step, metrics.get("actor/grad_norm"), self.consecutive_skipped)
+            if self.consecutive_skipped >= self.cfg.trainer.max_consecutive_skipped_updates:
+                raise RuntimeError(
+                    f"{self.consecutive_skipped} consecutive updates had a NaN/inf loss or gradient (up to step "
+                    f"{self.global_step}); stopping (trainer.max_consecutive_skipped_updates="
+                    f"{self.cfg.trainer.max_consecutive_skipped_updates})"
+                )
+        else:
+            self.consecutive_skipped = 0
+
+    def save_checkpoint(self) -> Path:
+        """Workers write their engines and the HF policy, the driver its state; see rlhf.checkpoint."""
+
+        def write(directory: Path) -> None:
+            self.groups.policy.save_checkpoint(str(directory))
+            if self.groups.critic is not None:
+                self.groups.critic.save_checkpoint(str(directory / "critic"))
+            state = {
+                "global_step": self.global_step,
+                "num_prompt_batches": self.num_prompt_batches,
+                "consecutive_skipped": self.consecutive_skipped,
+                "loader": self.loader.state_dict(),
+                "kl_ctrl": self.kl_ctrl.state_dict(),
+            }
+            (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            torch.save(capture_rng_state(), directory / "controller_rng.pt")
+
+        return self.checkpoints.save(self.global_step, write)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        self.groups.policy.load_checkpoint(str(directory))
+        if self.groups.critic is not None:
+            self.groups.critic.load_checkpoint(str(directory / "critic"))
+        state = json.loads((directory / "trainer_state.json").read_text())
+        self.global_step = state["global_step"]
+        self.num_prompt_batches = state["num_prompt_batches"]
+        self.consecutive_skipped = state["consecutive_skipped"]
+        self.loader.load_state_dict(state["loader"])
+        self.kl_ctrl.load_state_dict(state["kl_ctrl"])
+        restore_rng_state(torch.load(directory / "controller_rng.pt", weights_only=False))
+        logger.info("resumed from %s at step %d", directory, self.global_step)
 
     def next_prompts(self) -> Batch:
         """The loader's next batch; its index (not the step: DAPO may draw several per step) names uids and seeds."""

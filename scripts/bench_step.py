@@ -43,7 +43,7 @@ WORK_STAGES = ("gen", "old_log_prob", "ref", "update_actor", "sync_weights")
 
 
 def measure_framework(cfg: RLHFConfig, warmup: int, steps: int) -> tuple[list[dict[str, float]], list]:
-    trainer = RLTrainer(cfg, run_dir_of(cfg))
+    trainer = RLTrainer(cfg, run_dir_of(cfg), resume="never")
     trainer.setup()
     try:
         records, prompt_batches = [], []

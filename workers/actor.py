@@ -10,6 +10,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from rlhf.workers.engine import (
@@ -19,7 +20,9 @@ from rlhf.workers.engine import (
     deepspeed_config,
     gathered_state_dict,
     global_sum,
+    load_engine,
     mini_batches,
+    save_engine,
 )
 from rlhf.workers.logprob import response_log_probs
 from transformers import AutoModelForCausalLM
@@ -131,6 +134,8 @@ class Actor:
         out = dict(zip(keys, global_sum(self.world_size, *(sums[k] for k in keys))))
         grad_norm = self.engine.get_global_grad_norm()
         out["actor/grad_norm"] = float(grad_norm) if grad_norm is not None else math.nan
+        # DeepSpeed's ZeRO optimizer skips the step (and zeroes the gradients) when the gradient norm is NaN/inf.
+        out["actor/skipped_update"] = float(not math.isfinite(out["actor/grad_norm"]))
         out["actor/lr"] = self.engine.get_lr()[0]
         return out
 
@@ -163,6 +168,12 @@ class Actor:
         metrics["actor/pg_loss"] = pg_loss.item()
         metrics["actor/entropy"] = entropy_loss.item()
         return loss, metrics
+
+    def save_checkpoint(self, directory: Path) -> None:
+        save_engine(self.engine, directory, self.rank, self.generator)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        load_engine(self.engine, directory, self.rank, self.generator)
 
     def state_dict_for_sync(self) -> list[tuple[str, torch.Tensor]]:
         """Full HF-named weights for the rollout engine, including a tied lm_head."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification
@@ -22,7 +23,9 @@ from rlhf.workers.engine import (
     build_engine,
     deepspeed_config,
     global_sum,
+    load_engine,
     mini_batches,
+    save_engine,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,12 @@ class Critic:
             metrics["critic/grad_norm"].append(float(grad_norm) if grad_norm is not None else float("nan"))
         return {k: sum(v) / len(v) for k, v in metrics.items()}
 
+    def save_checkpoint(self, directory: Path) -> None:
+        save_engine(self.engine, directory, self.rank, self.generator)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        load_engine(self.engine, directory, self.rank, self.generator)
+
 
 class CriticWorker(Worker):
     """One rank of the critic group (its own torch.distributed world, sharing the policy's resource bundles)."""
@@ -118,3 +127,11 @@ class CriticWorker(Worker):
     @dispatch(Mode.DP)
     def update_critic(self, batch: Batch) -> dict[str, float]:
         return self.critic.update(batch)
+
+    @dispatch(Mode.ALL)
+    def save_checkpoint(self, directory: str) -> None:
+        self.critic.save_checkpoint(Path(directory))
+
+    @dispatch(Mode.ALL)
+    def load_checkpoint(self, directory: str) -> None:
+        self.critic.load_checkpoint(Path(directory))

@@ -9,6 +9,7 @@ Splitting a mini-batch into more micro-batches or more ranks therefore leaves th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import deepspeed
@@ -17,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rlhf.batch import Batch
+from rlhf.checkpoint import capture_rng_state, restore_rng_state
 from rlhf.config import OptimConfig
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -84,3 +86,20 @@ def gathered_state_dict(model: nn.Module, zero_stage: int) -> list[tuple[str, to
         with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
             return [(k, v.detach().clone()) for k, v in model.state_dict().items()]
     return [(k, v.detach()) for k, v in model.state_dict().items()]
+
+
+def save_engine(engine: deepspeed.DeepSpeedEngine, directory: Path, rank: int, generator: torch.Generator) -> None:
+    """DeepSpeed checkpoint (weights, optimizer, LR schedule; every rank writes its shard) + this rank's RNG state."""
+    engine.save_checkpoint(str(directory), tag="ds", save_latest=False)
+    torch.save({"rng": capture_rng_state(), "generator": generator.get_state()}, directory / f"rank{rank}_state.pt")
+
+
+def load_engine(engine: deepspeed.DeepSpeedEngine, directory: Path, rank: int, generator: torch.Generator) -> None:
+    """Inverse of `save_engine`."""
+    load_path, _ = engine.load_checkpoint(str(directory), tag="ds", load_optimizer_states=True,
+                                          load_lr_scheduler_states=True)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}")
+    state = torch.load(directory / f"rank{rank}_state.pt", weights_only=False)
+    restore_rng_state(state["rng"])
+    generator.set_state(state["generator"])

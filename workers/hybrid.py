@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 from rlhf.workers.actor import Actor
@@ -30,6 +31,8 @@ class ActorRolloutRefWorker(Worker):
         self.cfg, self.need_ref = cfg, need_ref
         self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
         torch.manual_seed(cfg.trainer.seed + rank)
+        if cfg.trainer.deterministic:
+            torch.use_deterministic_algorithms(True)
 
     @dispatch(Mode.ALL)
     def init_model(self) -> None:
@@ -85,3 +88,15 @@ class ActorRolloutRefWorker(Worker):
         if self.rank == 0:
             self.actor.model.save_pretrained(path, state_dict=weights)
             self.tokenizer.save_pretrained(path)
+
+    @dispatch(Mode.ALL)
+    def save_checkpoint(self, directory: str) -> None:
+        """Actor engine state under <directory>/actor (every rank) and the HF policy under <directory>/hf."""
+        self.actor.save_checkpoint(Path(directory) / "actor")
+        self.save_hf_model(str(Path(directory) / "hf"))
+
+    @dispatch(Mode.ALL)
+    def load_checkpoint(self, directory: str) -> None:
+        """Restore the actor from <directory>/actor, then give vLLM the restored weights."""
+        self.actor.load_checkpoint(Path(directory) / "actor")
+        self.rollout.sync_weights(self.actor.state_dict_for_sync())
