@@ -4,3 +4,18 @@
 def digit_fraction(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
     """Fraction of digits in the response: a dense signal that a random tiny model already varies on."""
     return sum(c.isdigit() for c in solution_str) / max(len(solution_str), 1)
+
+
+def flaky(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
+    """Raises on responses containing 'a', hangs on those containing 'b' (timeouts), else the digit fraction."""
+    if "a" in solution_str:
+        raise ValueError(f"flaky reward refuses {solution_str!r}")
+    if "b" in solution_str:
+        import time
+
+        time.sleep(60)
+    return digit_fraction(data_source, solution_str, ground_truth, extra_info)
+
+
+def always_nan(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
+    return float("nan")

@@ -1,0 +1,228 @@
+"""Supervised fine-tuning on the controller: (prompt, target) rows -> batches -> the SFT worker group.
+
+The rows are the RL run's verl rows; the target of a row is `sft.response_key` (by default its `response` column if
+it has one, else `reward_model.ground_truth`) followed by EOS. The loss covers the target tokens only. The worker
+group reuses the actor's DeepSpeed engine, the metrics go through the RL run's `Tracker`, and the final model is
+written in Hugging Face format to `<run_dir>/final_model`, ready for `model.path` of an RL run or for vLLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from rlhf.batch import Batch
+from rlhf.data import PromptDataLoader, encode_prompts
+from rlhf.metrics import validation_metrics
+from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
+from rlhf.rewards import RewardItem
+from rlhf.rewards.scoring import score_one
+from rlhf.sft_config import SFTConfig
+from rlhf.tracking import Tracker
+from rlhf.workers.group import ResourcePool, WorkerGroup
+from rlhf.workers.sft import SFTWorker
+
+logger = logging.getLogger(__name__)
+
+
+def sft_target(row: dict[str, Any], response_key: str) -> str:
+    """The text the model learns to answer `row`'s prompt with (before EOS).
+
+    Args:
+        row: a verl row.
+        response_key: "auto" (`response` if present, else `reward_model.ground_truth`) or a dotted column name.
+
+    Raises:
+        ValueError: the row has no such column.
+    """
+    if response_key == "auto":
+        response_key = "response" if row.get("response") is not None else "reward_model.ground_truth"
+    value: Any = row
+    for part in response_key.split("."):
+        if not isinstance(value, dict) or value.get(part) is None:
+            raise ValueError(f"sft.response_key={response_key!r}: row has no {part!r} (row keys: {sorted(row)})")
+        value = value[part]
+    return str(value)
+
+
+def encode_examples(
+    rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, cfg: SFTConfig
+) -> list[dict[str, list[int]]]:
+    """Token ids of each row's prompt (chat template) and target (+ EOS); rows over `sft.max_length` are dropped."""
+    prompts = encode_prompts(rows, tokenizer, cfg.data.max_prompt_length)
+    examples, num_dropped = [], 0
+    for row, prompt_ids in zip(rows, prompts, strict=True):
+        target = tokenizer(sft_target(row, cfg.sft.response_key), add_special_tokens=False)["input_ids"]
+        if cfg.sft.append_eos:
+            target = [*target, tokenizer.eos_token_id]
+        if len(prompt_ids) + len(target) > cfg.sft.max_length or not target:
+            num_dropped += 1
+            continue
+        examples.append({"prompt_ids": list(prompt_ids), "response_ids": target})
+    if num_dropped:
+        logger.warning("dropped %d of %d rows longer than sft.max_length=%d tokens (or with an empty target)",
+                       num_dropped, len(rows), cfg.sft.max_length)
+    return examples
+
+
+def collate(examples: list[dict[str, list[int]]], pad_id: int) -> Batch:
+    """Prompts left-padded, targets right-padded, as the rollout lays them out (`rlhf.workers.rollout.assemble`).
+
+    Returns:
+        Batch with input_ids / attention_mask / position_ids [B, P+R], responses and response_mask [B, R].
+    """
+    prompt_len = max(len(e["prompt_ids"]) for e in examples)
+    response_len = max(len(e["response_ids"]) for e in examples)
+    size = len(examples)
+    prompts = torch.full((size, prompt_len), pad_id, dtype=torch.long)
+    responses = torch.full((size, response_len), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros(size, prompt_len, dtype=torch.long)
+    response_mask = torch.zeros(size, response_len, dtype=torch.long)
+    for i, e in enumerate(examples):
+        p, r = e["prompt_ids"], e["response_ids"]
+        prompts[i, prompt_len - len(p) :], prompt_mask[i, prompt_len - len(p) :] = torch.tensor(p), 1
+        responses[i, : len(r)], response_mask[i, : len(r)] = torch.tensor(r), 1
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
+    return Batch({
+        "input_ids": torch.cat([prompts, responses], dim=1),
+        "attention_mask": attention_mask,
+        "position_ids": (attention_mask.cumsum(dim=1) - 1).clamp(min=0),  # real tokens only, as vLLM counts them
+        "responses": responses,
+        "response_mask": response_mask.float(),
+    })
+
+
+def num_sft_steps(cfg: SFTConfig, num_examples: int) -> int:
+    """sft.total_steps, capped at sft.epochs passes over the data when that is set."""
+    if cfg.sft.epochs > 0:
+        return min(cfg.sft.total_steps, cfg.sft.epochs * (num_examples // cfg.sft.batch_size))
+    return cfg.sft.total_steps
+
+
+class SFTGroup(WorkerGroup):
+    """Typed wrappers over `SFTWorker`'s dispatched methods."""
+
+    def init_model(self) -> None:
+        self.call("init_model")
+
+    def sft_step(self, batch: Batch) -> dict[str, float]:
+        return self.call("sft_step", batch)[0]  # reduced over ranks: rank 0 speaks for all
+
+    def eval_loss(self, batch: Batch) -> float:
+        nll, count = (sum(v) for v in zip(*self.call("eval_loss", batch)))
+        return nll / max(count, 1.0)
+
+    def generate(self, prompts: Batch) -> Batch:
+        return self.call("generate", prompts)
+
+    def save_hf_model(self, path: str) -> None:
+        self.call("save_hf_model", path)
+
+
+class SFTTrainer:
+    """setup -> fit -> cleanup."""
+
+    def __init__(self, cfg: SFTConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.tracker: Tracker | None = None
+        self.group: SFTGroup | None = None
+
+    def setup(self) -> None:
+        cfg, t = self.cfg, self.cfg.trainer
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+        train_files, val_files = resolve_data_files(cfg.data, t.seed)
+        train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
+        self.val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+        self.train_examples = encode_examples(train_rows, self.tokenizer, cfg)
+        self.val_examples = encode_examples(self.val_rows, self.tokenizer, cfg) if self.val_rows else []
+        self.loader = PromptDataLoader(self.train_examples, cfg.sft.batch_size, shuffle=cfg.data.shuffle, seed=t.seed)
+        self.total_steps = num_sft_steps(cfg, len(self.train_examples))
+        self.num_devices = t.nnodes * t.num_devices_per_node
+        device = "cuda" if t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available()) else "cpu"
+        _start_ray(cfg, self.num_devices)
+        pool = ResourcePool.create(self.num_devices, t.cpus_per_worker, device)
+        self.group = SFTGroup(SFTWorker, pool, "sft", dict(cfg=cfg, device=device), _worker_env(cfg, device))
+        self.group.init_model()
+        self.tracker = Tracker(t.logger, t.project_name, t.experiment_name, self.run_dir, asdict(cfg))
+
+    def fit(self) -> dict[str, float]:
+        """`total_steps` optimizer steps, validating every `trainer.test_freq` and at the end; saves the model."""
+        t = self.cfg.trainer
+        metrics: dict[str, float] = {}
+        bar = tqdm(range(1, self.total_steps + 1), desc="SFT steps", dynamic_ncols=True)
+        for step in bar:
+            start = time.perf_counter()
+            batch = collate(self.loader.next_batch(), self.tokenizer.pad_token_id)
+            metrics = self.group.sft_step(batch)
+            elapsed = time.perf_counter() - start
+            metrics["timing_s/step"] = elapsed
+            metrics["perf/throughput"] = batch["attention_mask"].sum().item() / elapsed / self.num_devices
+            metrics["train/epoch"] = float(self.loader.epoch)
+            if (t.test_freq > 0 and step % t.test_freq == 0) or step == self.total_steps:
+                metrics.update(self.validate())
+            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+            self.tracker.log(metrics, step=step)
+        self.group.save_hf_model(str(self.run_dir / "final_model"))
+        return metrics
+
+    def validate(self) -> dict[str, float]:
+        """val/loss on the held-out targets and greedy val/<source>/acc/mean@1, scored by the RL reward functions."""
+        if not self.val_rows:
+            return {}
+        d = self.cfg.data
+        metrics = {}
+        if self.val_examples:
+            metrics["val/loss"] = self.group.eval_loss(collate(self.val_examples, self.tokenizer.pad_token_id))
+        parts = []
+        for start in range(0, len(self.val_rows), d.val_batch_size):
+            rows = self.val_rows[start : start + d.val_batch_size]
+            parts.append(self.group.generate(rows_to_batch(rows, self.tokenizer, d.max_prompt_length, -1, 0)))
+        nt = Batch.concat(parts).non_tensors
+        scores = [
+            score_one(None, RewardItem(src, text, gt, info))[0]
+            for src, text, gt, info in zip(nt["data_source"], nt["response_text"], nt["ground_truth"], nt["extra_info"])
+        ]
+        scored = Batch({"token_level_scores": torch.tensor(scores).unsqueeze(-1)}, {"data_source": nt["data_source"]})
+        metrics.update(validation_metrics(scored))
+        logger.info("val example: %s -> %r (ground truth %r)", self.tokenizer.decode(nt["prompt_ids"][0]),
+                    nt["response_text"][0], nt["ground_truth"][0])
+        return metrics
+
+    def cleanup(self) -> None:
+        if self.tracker is not None:
+            self.tracker.finish()
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _worker_env(cfg: SFTConfig, device: str) -> dict[str, str]:
+    """What every SFT worker needs before it imports DeepSpeed (as `rlhf.cluster.worker_env`, without vLLM)."""
+    env = {
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": str(max(1, int(cfg.trainer.cpus_per_worker))),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if device == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
+
+
+def _start_ray(cfg: SFTConfig, world: int) -> None:
+    """Join $RAY_ADDRESS / trainer.ray_address, else start a local Ray sized to the job."""
+    if ray.is_initialized():
+        return
+    address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    num_cpus = max(os.cpu_count() or 1, int(world * cfg.trainer.cpus_per_worker) + 1)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)

@@ -1,0 +1,56 @@
+"""Helpers for end-to-end tests that run `python -m rlhf.main` as a real driver process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+REWARD_FNS = Path(__file__).with_name("reward_fns.py")
+
+
+def start_run(tiny_model_dir: Path, out_dir: Path, data_dir: Path, *overrides: str, log: Path) -> subprocess.Popen:
+    """The tiny GRPO recipe as a driver subprocess (its own process group), output to `log`."""
+    args = [
+        sys.executable, "-m", "rlhf.main", "--config-name", "grpo_arith_tiny",
+        f"model.path={tiny_model_dir}", "model.build_tiny=false", f"data.builtin_dir={data_dir}",
+        f"reward.function={REWARD_FNS}:digit_fraction", "trainer.test_freq=0", "trainer.logger=[console,jsonl]",
+        f"trainer.output_dir={out_dir}", "actor.optim.lr=1e-3", *overrides,
+    ]
+    return subprocess.Popen(args, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_to_end(*args: object, timeout: float = 600, **kwargs: object) -> subprocess.Popen:
+    proc = start_run(*args, **kwargs)
+    proc.wait(timeout=timeout)
+    return proc
+
+
+def metrics(out_dir: Path, experiment: str = "grpo_arith_tiny") -> list[dict]:
+    path = out_dir / "rlhf" / experiment / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout} s")
+
+
+def ray_processes(name: str) -> list[psutil.Process]:
+    """Live processes whose title is `ray::<name>` (Ray renames its workers)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith(f"ray::{name}"):
+            found.append(proc)
+    return found

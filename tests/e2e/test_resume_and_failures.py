@@ -1,0 +1,111 @@
+"""Checkpoints, exact resume and failure handling with real processes: SIGKILL, dead workers, bad rewards, NaN."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runs import REWARD_FNS, metrics, ray_processes, run_to_end, start_run, wait_for
+
+pytestmark = pytest.mark.slow
+
+COMPARED = ["critic/score/mean", "actor/pg_loss", "actor/entropy", "actor/kl_loss", "actor/grad_norm",
+            "response_length/mean", "rollout/logprob_diff_max"]
+
+
+@pytest.fixture(autouse=True)
+def no_stray_ray_processes():
+    yield
+    subprocess.run([Path(sys.executable).parent / "ray", "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_sigkill_then_resume_gives_the_same_metrics(tiny_model_dir: Path, tmp_path: Path) -> None:
+    common = ["trainer.total_steps=4", "trainer.save_freq=2", "trainer.deterministic=true"]
+    reference = run_to_end(tiny_model_dir, tmp_path / "a", tmp_path / "data", *common, log=tmp_path / "a.log")
+    assert reference.returncode == 0, (tmp_path / "a.log").read_text()[-3000:]
+    expected = {row["step"]: row for row in metrics(tmp_path / "a")}
+
+    out = tmp_path / "b"
+    proc = start_run(tiny_model_dir, out, tmp_path / "data", *common, log=tmp_path / "b1.log")
+    checkpoint = out / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000002" / "COMPLETE"
+    wait_for(checkpoint.exists, timeout=300, what="the step-2 checkpoint")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything in its session, without any clean-up
+    proc.wait(timeout=30)
+
+    resumed = run_to_end(tiny_model_dir, out, tmp_path / "data", *common, log=tmp_path / "b2.log")
+    log = (tmp_path / "b2.log").read_text()
+    assert resumed.returncode == 0, log[-3000:]
+    assert "resumed from" in log
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # no step lost, none logged twice
+    for row in rows[2:]:
+        for key in COMPARED:
+            assert row[key] == pytest.approx(expected[row["step"]][key], rel=1e-5, abs=1e-6), (row["step"], key)
+    assert (out / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000004" / "hf" / "config.json").exists()
+
+
+def test_a_dead_worker_stops_the_run_with_its_name(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = start_run(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500",
+                     log=tmp_path / "run.log")
+    wait_for(lambda: len(metrics(tmp_path / "out")) >= 1, timeout=300, what="the first step")
+    victims = ray_processes("ActorRolloutRefWorker")
+    assert victims, "no policy worker process found"
+    killed_at = time.monotonic()
+    victims[0].kill()
+    proc.wait(timeout=120)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode != 0
+    assert time.monotonic() - killed_at < 60
+    assert "actor_rollout_ref worker rank" in log and "on node" in log, log[-3000:]
+
+
+def test_max_restarts_recovers_from_a_dead_worker(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = start_run(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=5",
+                     "trainer.save_freq=1", "trainer.max_restarts=1", log=tmp_path / "run.log")
+    wait_for(lambda: len(metrics(tmp_path / "out")) >= 2, timeout=300, what="two steps")
+    ray_processes("ActorRolloutRefWorker")[0].kill()
+    proc.wait(timeout=600)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert "restarting the worker groups" in log
+    assert [r["step"] for r in metrics(tmp_path / "out")] == [1, 2, 3, 4, 5]
+
+
+def test_reward_errors_and_timeouts_score_zero_and_are_counted(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = run_to_end(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=2",
+                      f"reward.function={REWARD_FNS}:flaky", "reward.timeout_s=1", log=tmp_path / "run.log")
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    rows = metrics(tmp_path / "out")
+    assert sum(r["reward/errors"] for r in rows) > 0 and sum(r["reward/timeouts"] for r in rows) > 0
+    assert "flaky reward refuses" in log  # the first traceback is logged
+
+
+def test_nan_updates_are_skipped_then_stop_the_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = run_to_end(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=6",
+                      f"reward.function={REWARD_FNS}:always_nan", "trainer.max_consecutive_skipped_updates=2",
+                      log=tmp_path / "run.log")
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode != 0
+    assert "2 consecutive updates had a NaN/inf loss or gradient" in log, log[-3000:]
+    rows = metrics(tmp_path / "out")
+    assert [r["actor/skipped_update"] for r in rows] == [1.0]  # step 2 raised before it was logged
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_shuts_down(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = start_run(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500",
+                     log=tmp_path / "run.log")
+    wait_for(lambda: len(metrics(tmp_path / "out")) >= 1, timeout=300, what="the first step")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    last = metrics(tmp_path / "out")[-1]["step"]
+    checkpoint = tmp_path / "out" / "rlhf" / "grpo_arith_tiny" / "checkpoints" / f"step_{last:08d}"
+    assert (checkpoint / "COMPLETE").exists()
+    wait_for(lambda: not ray_processes("ActorRolloutRefWorker"), timeout=30, what="the workers to exit")

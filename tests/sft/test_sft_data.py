@@ -1,0 +1,50 @@
+"""From verl rows to SFT batches: which text is the target, what is dropped, and the padded layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_sft
+from transformers import AutoTokenizer
+
+from rlhf.sft_trainer import collate, encode_examples, num_sft_steps, sft_target
+
+ROW = {"prompt": [{"role": "user", "content": "12+34="}], "reward_model": {"ground_truth": "46"},
+       "data_source": "arith", "extra_info": {"answer": "forty-six"}}
+
+
+def test_target_defaults_to_ground_truth_unless_a_response_column_exists() -> None:
+    assert sft_target(ROW, "auto") == "46"
+    assert sft_target({**ROW, "response": "46!"}, "auto") == "46!"
+    assert sft_target(ROW, "extra_info.answer") == "forty-six"
+    with pytest.raises(ValueError, match="sft.response_key='extra_info.solution'"):
+        sft_target(ROW, "extra_info.solution")
+
+
+def test_examples_end_with_eos_and_long_rows_are_dropped(tiny_model_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    long_row = {**ROW, "reward_model": {"ground_truth": "9" * 40}}
+    cfg = compose_sft("sft_arith_tiny", [f"model.path={tiny_model_dir}", "sft.max_length=16"])
+    examples = encode_examples([ROW, long_row], tokenizer, cfg)
+    assert len(examples) == 1
+    assert tokenizer.decode(examples[0]["prompt_ids"]) == "12+34="
+    assert examples[0]["response_ids"] == [*tokenizer("46", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+
+
+def test_collate_matches_the_rollout_layout() -> None:
+    from rlhf.workers.rollout import assemble  # noqa: PLC0415 (imports vLLM)
+
+    examples = [{"prompt_ids": [5, 6, 7], "response_ids": [8, 1]}, {"prompt_ids": [9], "response_ids": [10, 11, 12, 1]}]
+    ours = collate(examples, pad_id=0)
+    theirs = assemble([e["prompt_ids"] for e in examples], [e["response_ids"] for e in examples], 4, pad_id=0)
+    for key in ("input_ids", "attention_mask", "position_ids", "responses", "response_mask"):
+        assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_epochs_cap_the_steps(tiny_model_dir: Path) -> None:
+    cfg = compose_sft("sft_arith_tiny", ["sft.total_steps=1000", "sft.epochs=2", "sft.batch_size=64"])
+    assert num_sft_steps(cfg, num_examples=640) == 20
+    cfg = compose_sft("sft_arith_tiny", ["sft.total_steps=7", "sft.epochs=0"])
+    assert num_sft_steps(cfg, num_examples=640) == 7
