@@ -39,17 +39,24 @@ def right_pad(rows: list[list[float]] | list[list[int]], length: int, value: flo
     return out
 
 
-def assemble(prompt_ids: list[list[int]], response_ids: list[list[int]], response_length: int, pad_id: int) -> Batch:
-    """Pack prompts (left-padded) and responses (right-padded to `response_length`) into the model's inputs.
+def assemble(
+    prompt_ids: list[list[int]], response_ids: list[list[int]], prompt_length: int, response_length: int, pad_id: int
+) -> Batch:
+    """Pack prompts (left-padded to `prompt_length`) and responses (right-padded to `response_length`).
+
+    Fixed lengths (`data.max_prompt_length`, `rollout.max_response_length`) make every rank's shard the same width,
+    so data-parallel results concatenate.
 
     Returns:
         Batch with prompts [B, P], responses [B, R], input_ids / attention_mask / position_ids [B, P+R],
         response_mask [B, R] float32.
     """
-    prompt_len = max(len(p) for p in prompt_ids)
-    prompts = left_pad(prompt_ids, prompt_len, pad_id)
+    longest = max(len(p) for p in prompt_ids)
+    if longest > prompt_length:
+        raise ValueError(f"a prompt of {longest} tokens exceeds data.max_prompt_length={prompt_length}")
+    prompts = left_pad(prompt_ids, prompt_length, pad_id)
     responses = right_pad(response_ids, response_length, pad_id, torch.long)
-    prompt_mask = left_pad([[1] * len(p) for p in prompt_ids], prompt_len, 0)
+    prompt_mask = left_pad([[1] * len(p) for p in prompt_ids], prompt_length, 0)
     response_mask = right_pad([[1] * len(r) for r in response_ids], response_length, 0, torch.long)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
     # Positions count real tokens only, so left padding does not shift them (vLLM sees unpadded prompts).
@@ -119,7 +126,7 @@ class VLLMRollout:
             responses.append(ids)
             log_probs.append([step[token].logprob for step, token in zip(sample.logprobs or [], ids)])
             texts.append(sample.text)
-        result = assemble(prompt_ids, responses, max_tokens, self.pad_token_id)
+        result = assemble(prompt_ids, responses, self.cfg.data.max_prompt_length, max_tokens, self.pad_token_id)
         result["rollout_log_probs"] = right_pad(log_probs, max_tokens, 0.0, torch.float32)
         result.non_tensors.update(expanded.non_tensors)
         result.non_tensors["response_text"] = texts

@@ -26,7 +26,7 @@ def fixed_batch(vocab: int) -> Batch:
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(2, vocab, (3 + i % 3,), generator=g).tolist() for i in range(NUM_SEQS)]
     responses = [torch.randint(2, vocab, (i % (RESPONSE_LEN + 1),), generator=g).tolist() for i in range(NUM_SEQS)]
-    batch = assemble(prompts, responses, RESPONSE_LEN, pad_id=0)
+    batch = assemble(prompts, responses, 6, RESPONSE_LEN, pad_id=0)
     batch["old_log_probs"] = -torch.rand(NUM_SEQS, RESPONSE_LEN, generator=g) * 5
     batch["advantages"] = torch.randn(NUM_SEQS, RESPONSE_LEN, generator=g) * batch["response_mask"]
     return batch
