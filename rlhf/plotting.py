@@ -122,3 +122,18 @@ def summarize_run(run_dir: str | Path) -> str:
     if throughput is not None:
         lines.append(f"mean perf/throughput: {sum(throughput.values) / len(throughput.values):.1f} tokens/s/device")
     return "\n".join(lines)
+
+
+def last_value(run_dir: str | Path, pattern: str) -> dict[str, float]:
+    """The last logged value of every metric matching `pattern` (e.g. "val/*/acc/mean@1")."""
+    return {key: s.values[-1] for key, s in series(read_metrics(run_dir), pattern).items()}
+
+
+def pipeline_summary(sft_dir: str | Path, rl_dir: str | Path) -> str:
+    """Both runs' summaries and the RL lift: the SFT model's final accuracy is where RL starts."""
+    lines = [summarize_run(sft_dir), "", summarize_run(rl_dir), ""]
+    before, after = last_value(sft_dir, "val/*/acc/mean@1"), last_value(rl_dir, "val/*/acc/mean@1")
+    for key in sorted(before.keys() & after.keys()):
+        lines.append(f"{key}: SFT {before[key]:.3f} -> RL {after[key]:.3f} "
+                     f"({100 * (after[key] - before[key]):+.1f} points from RL)")
+    return "\n".join(lines)
