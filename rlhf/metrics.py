@@ -16,7 +16,11 @@ def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
     if values.numel() == 0:
         return {}
     values = values.float()
-    return {f"{prefix}/mean": values.mean().item(), f"{prefix}/max": values.max().item(), f"{prefix}/min": values.min().item()}
+    return {
+        f"{prefix}/mean": values.mean().item(),
+        f"{prefix}/max": values.max().item(),
+        f"{prefix}/min": values.min().item(),
+    }
 
 
 def data_metrics(batch: Batch) -> dict[str, float]:
@@ -76,7 +80,7 @@ def validation_metrics(batch: Batch) -> dict[str, float]:
     """val/<source>/acc/mean@1 per data source (score > 0 counts as correct)."""
     scores = batch["token_level_scores"].sum(-1)
     by_source: dict[str, list[float]] = defaultdict(list)
-    for source, score in zip(batch.non_tensors["data_source"], scores.tolist()):
+    for source, score in zip(batch.non_tensors["data_source"], scores.tolist(), strict=True):
         by_source[source].append(float(score))
     out = {}
     for source, values in by_source.items():

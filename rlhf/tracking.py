@@ -70,11 +70,19 @@ class Tracker:
                 os.environ["WANDB_MODE"] = "offline"  # no key: keep the run locally, `wandb sync` uploads it later
             run_dir.mkdir(parents=True, exist_ok=True)
             self.wandb_run = wandb.init(
-                project=project, name=experiment, dir=str(run_dir), config=config, resume="allow",
+                project=project,
+                name=experiment,
+                dir=str(run_dir),
+                config=config,
+                resume="allow",
                 id=_wandb_run_id(run_dir, continue_run=resume_step is not None),
             )
-            logger.info("wandb run %s in %s mode, files in %s", self.wandb_run.id, os.environ.get("WANDB_MODE", "online"),
-                        self.wandb_run.dir)
+            logger.info(
+                "wandb run %s in %s mode, files in %s",
+                self.wandb_run.id,
+                os.environ.get("WANDB_MODE", "online"),
+                self.wandb_run.dir,
+            )
         if "jsonl" in self.backends:
             run_dir.mkdir(parents=True, exist_ok=True)
             path = run_dir / "metrics.jsonl"
@@ -92,7 +100,9 @@ class Tracker:
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
         if self.jsonl is not None:
-            clean = {k: (v if not (isinstance(v, float) and not math.isfinite(v)) else str(v)) for k, v in metrics.items()}
+            clean = {
+                k: (v if not (isinstance(v, float) and not math.isfinite(v)) else str(v)) for k, v in metrics.items()
+            }
             self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
             self.jsonl.flush()
 
@@ -101,7 +111,7 @@ class Tracker:
         if self.wandb_run is not None:
             self.wandb_run.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
         if rows and "console" in self.backends:
-            logger.info("%s example: %s", name, dict(zip(columns, rows[0])))
+            logger.info("%s example: %s", name, dict(zip(columns, rows[0], strict=True)))
 
     def finish(self) -> None:
         if self.wandb_run is not None:

@@ -131,7 +131,7 @@ class Actor:
                 # Ratios (clip fractions, IS weights) are averaged over micro-batches and ranks instead.
                 sums[key] += value if key in GLOBAL_LOSSES else value / (len(micro_batches) * self.world_size)
         keys = sorted(sums)
-        out = dict(zip(keys, global_sum(self.world_size, *(sums[k] for k in keys))))
+        out = dict(zip(keys, global_sum(self.world_size, *(sums[k] for k in keys)), strict=True))
         grad_norm = self.engine.get_global_grad_norm()
         out["actor/grad_norm"] = float(grad_norm) if grad_norm is not None else math.nan
         # DeepSpeed's ZeRO optimizer skips the step (and zeroes the gradients) when the gradient norm is NaN/inf.

@@ -11,11 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForTokenClassification
-
-from rlhf.algorithms import aggregation_counts, compute_value_loss, make_loss_aggregator
-from rlhf.batch import Batch
-from rlhf.config import RLHFConfig
 from rlhf.workers.base import Mode, Worker, dispatch
 from rlhf.workers.engine import (
     TORCH_DTYPES,
@@ -27,6 +22,11 @@ from rlhf.workers.engine import (
     mini_batches,
     save_engine,
 )
+from transformers import AutoConfig, AutoModelForTokenClassification
+
+from rlhf.algorithms import aggregation_counts, compute_value_loss, make_loss_aggregator
+from rlhf.batch import Batch
+from rlhf.config import RLHFConfig
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ class Critic:
         path = c.model_path or cfg.model.path
         # No dropout: values must be deterministic between compute_values and the update (PPO value clipping).
         config = AutoConfig.from_pretrained(path, num_labels=1, classifier_dropout=0.0)
-        model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=TORCH_DTYPES[cfg.model.dtype])
+        model = AutoModelForTokenClassification.from_pretrained(
+            path, config=config, dtype=TORCH_DTYPES[cfg.model.dtype]
+        )
         self.engine = build_engine(
             model,
             deepspeed_config(
@@ -66,7 +68,9 @@ class Critic:
     @torch.no_grad()
     def compute_values(self, batch: Batch) -> Batch:
         self.engine.eval()
-        chunks = [self._values(micro).cpu() for micro in batch.chunk_by_size(self.cfg.critic.micro_batch_size_per_device)]
+        chunks = [
+            self._values(micro).cpu() for micro in batch.chunk_by_size(self.cfg.critic.micro_batch_size_per_device)
+        ]
         return Batch({"values": torch.cat(chunks)})
 
     def update(self, batch: Batch) -> dict[str, float]:
@@ -78,7 +82,9 @@ class Critic:
         for mini in mini_batches(batch, mini_size, c.ppo_epochs, self.generator):
             num_tokens, num_seqs = global_sum(self.world_size, *aggregation_counts(mini["response_mask"]))
             agg = make_loss_aggregator(
-                self.cfg.algorithm.loss_agg_mode, global_num_tokens=num_tokens, global_num_seqs=num_seqs,
+                self.cfg.algorithm.loss_agg_mode,
+                global_num_tokens=num_tokens,
+                global_num_seqs=num_seqs,
                 norm_length=self.cfg.rollout.max_response_length,
             )
             sums: dict[str, float] = defaultdict(float)
@@ -86,8 +92,12 @@ class Critic:
             for micro in micro_batches:
                 micro = micro.to(self.device)
                 loss, vf_metrics = compute_value_loss(
-                    self._values(micro), micro["values"], micro["returns"], micro["response_mask"],
-                    self.cfg.algorithm.cliprange_value, agg,
+                    self._values(micro),
+                    micro["values"],
+                    micro["returns"],
+                    micro["response_mask"],
+                    self.cfg.algorithm.cliprange_value,
+                    agg,
                 )
                 backward_global(self.engine, loss, self.world_size)
                 sums["critic/vf_loss"] += loss.item()

@@ -48,8 +48,12 @@ def deepspeed_config(
     if optim.warmup_steps > 0:
         config["scheduler"] = {
             "type": "WarmupLR",
-            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": optim.lr, "warmup_num_steps": optim.warmup_steps,
-                       "warmup_type": "linear"},
+            "params": {
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": optim.lr,
+                "warmup_num_steps": optim.warmup_steps,
+                "warmup_type": "linear",
+            },
         }
     return config
 
@@ -96,8 +100,9 @@ def save_engine(engine: deepspeed.DeepSpeedEngine, directory: Path, rank: int, g
 
 def load_engine(engine: deepspeed.DeepSpeedEngine, directory: Path, rank: int, generator: torch.Generator) -> None:
     """Inverse of `save_engine`."""
-    load_path, _ = engine.load_checkpoint(str(directory), tag="ds", load_optimizer_states=True,
-                                          load_lr_scheduler_states=True)
+    load_path, _ = engine.load_checkpoint(
+        str(directory), tag="ds", load_optimizer_states=True, load_lr_scheduler_states=True
+    )
     if load_path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}")
     state = torch.load(directory / f"rank{rank}_state.pt", weights_only=False)

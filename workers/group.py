@@ -71,7 +71,9 @@ class WorkerGroup:
             remote_cls.options(
                 num_cpus=pool.cpus_per_rank if cpus_per_actor is None else cpus_per_actor,
                 num_gpus=1 if pool.device == "cuda" else 0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(pool.placement_group, placement_group_bundle_index=rank),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    pool.placement_group, placement_group_bundle_index=rank
+                ),
                 runtime_env={"env_vars": env_vars},
                 name=None,
             ).remote(role=role, rank=rank, world_size=self.world_size, **worker_kwargs)
@@ -90,7 +92,7 @@ class WorkerGroup:
             if not args or not isinstance(args[0], Batch):
                 raise TypeError(f"{self.role}.{method} is dispatched DP: its first argument must be a Batch")
             chunks = args[0].split(self.world_size)
-            refs = [getattr(a, method).remote(c, *args[1:], **kwargs) for a, c in zip(self.actors, chunks)]
+            refs = [getattr(a, method).remote(c, *args[1:], **kwargs) for a, c in zip(self.actors, chunks, strict=True)]
             results = self._gather(refs)
             return Batch.concat(results) if isinstance(results[0], Batch) else results
         refs = [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
@@ -100,7 +102,7 @@ class WorkerGroup:
     def _gather(self, refs: Sequence[ray.ObjectRef], ranks: Sequence[int] | None = None) -> list[Any]:
         """ray.get in rank order, failing fast on the first rank that dies or raises."""
         ranks = list(range(len(refs))) if ranks is None else list(ranks)
-        rank_of = {ref: r for ref, r in zip(refs, ranks)}
+        rank_of = {ref: r for ref, r in zip(refs, ranks, strict=True)}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

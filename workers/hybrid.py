@@ -64,7 +64,9 @@ class ActorRolloutRefWorker(Worker):
     @dispatch(Mode.DP)
     def compute_ref_log_prob(self, batch: Batch) -> Batch:
         if self.ref is None:
-            raise RuntimeError("no reference model: it is only built when a KL term is on (algorithm.use_kl_loss / use_kl_in_reward)")
+            raise RuntimeError(
+                "no reference model: it is only built when a KL term is on (algorithm.use_kl_loss / use_kl_in_reward)"
+            )
         return self.ref.compute_log_prob(batch)
 
     @dispatch(Mode.DP)

@@ -32,7 +32,9 @@ class RewardWorker(Worker):
         nt = batch.non_tensors
         items = [
             RewardItem(data_source=src, solution_str=text, ground_truth=truth, extra_info=extra)
-            for src, text, truth, extra in zip(nt["data_source"], nt["response_text"], nt["ground_truth"], nt["extra_info"])
+            for src, text, truth, extra in zip(
+                nt["data_source"], nt["response_text"], nt["ground_truth"], nt["extra_info"], strict=True
+            )
         ]
         result = self.runner.score(items)
         response_mask = batch["response_mask"]

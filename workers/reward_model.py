@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 
 import torch
+from rlhf.workers.base import Mode, Worker, dispatch
+from rlhf.workers.engine import TORCH_DTYPES
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
-from rlhf.workers.base import Mode, Worker, dispatch
-from rlhf.workers.engine import TORCH_DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ class RewardModelWorker(Worker):
         path = cfg.reward.model_path
         self.policy_tokenizer = AutoTokenizer.from_pretrained(policy_tokenizer_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
-                                                                        dtype=TORCH_DTYPES[cfg.model.dtype])
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=TORCH_DTYPES[cfg.model.dtype]
+        )
         self.model.eval().requires_grad_(False)
 
     @dispatch(Mode.DP)
@@ -38,7 +39,9 @@ class RewardModelWorker(Worker):
     def compute_rm_score(self, batch: Batch) -> Batch:
         texts = [
             self.policy_tokenizer.decode(prompt, skip_special_tokens=True) + response
-            for prompt, response in zip(batch.non_tensors["prompt_ids"], batch.non_tensors["response_text"], strict=True)
+            for prompt, response in zip(
+                batch.non_tensors["prompt_ids"], batch.non_tensors["response_text"], strict=True
+            )
         ]
         scores = []
         for start in range(0, len(texts), self.cfg.reward.rm_micro_batch_size):

@@ -124,7 +124,7 @@ class VLLMRollout:
             sample = out.outputs[0]
             ids = list(sample.token_ids)
             responses.append(ids)
-            log_probs.append([step[token].logprob for step, token in zip(sample.logprobs or [], ids)])
+            log_probs.append([step[token].logprob for step, token in zip(sample.logprobs or [], ids, strict=True)])
             texts.append(sample.text)
         result = assemble(prompt_ids, responses, self.cfg.data.max_prompt_length, max_tokens, self.pad_token_id)
         result["rollout_log_probs"] = right_pad(log_probs, max_tokens, 0.0, torch.float32)

@@ -11,7 +11,14 @@ import logging
 
 import torch
 from rlhf.workers.base import Mode, Worker, dispatch
-from rlhf.workers.engine import TORCH_DTYPES, backward_global, build_engine, deepspeed_config, gathered_state_dict, global_sum
+from rlhf.workers.engine import (
+    TORCH_DTYPES,
+    backward_global,
+    build_engine,
+    deepspeed_config,
+    gathered_state_dict,
+    global_sum,
+)
 from rlhf.workers.logprob import response_log_probs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,8 +76,9 @@ class SFTWorker(Worker):
 
     def _log_probs(self, micro: Batch) -> torch.Tensor:
         s = self.cfg.sft
-        log_probs, _ = response_log_probs(self.model, micro.to(self.device), 1.0, fused=s.fused_kernels,
-                                          backend=s.kernel_backend)
+        log_probs, _ = response_log_probs(
+            self.model, micro.to(self.device), 1.0, fused=s.fused_kernels, backend=s.kernel_backend
+        )
         return log_probs
 
     @dispatch(Mode.DP)

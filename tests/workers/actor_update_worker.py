@@ -12,11 +12,11 @@ os.environ["DS_ACCELERATOR"] = "cpu"
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from recipes import compose_recipe  # noqa: E402
-
-from rlhf.batch import Batch  # noqa: E402
 from rlhf.workers.actor import Actor  # noqa: E402
 from rlhf.workers.rollout import assemble  # noqa: E402
+
+from recipes import compose_recipe  # noqa: E402
+from rlhf.batch import Batch  # noqa: E402
 
 NUM_SEQS, RESPONSE_LEN = 8, 6
 
@@ -35,15 +35,26 @@ def fixed_batch(vocab: int) -> Batch:
 def main() -> None:
     model_dir, out, world, micro, mode, port, rank = sys.argv[1:8]
     world, micro, rank = int(world), int(micro), int(rank)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK="0")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0")
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    cfg = compose_recipe("grpo_arith_tiny", [
-        f"model.path={model_dir}", "rollout.n=1", f"data.train_batch_size={NUM_SEQS}",
-        f"actor.ppo_mini_batch_size={NUM_SEQS}", f"actor.micro_batch_size_per_device={micro}", "actor.shuffle=false",
-        "actor.optim.name=SGD", "actor.optim.lr=1.0", "actor.optim.grad_clip=0", f"algorithm.loss_agg_mode={mode}",
-        "algorithm.use_kl_loss=false", f"rollout.max_response_length={RESPONSE_LEN}", "algorithm.entropy_coeff=0.01",
-    ])
+    cfg = compose_recipe(
+        "grpo_arith_tiny",
+        [
+            f"model.path={model_dir}",
+            "rollout.n=1",
+            f"data.train_batch_size={NUM_SEQS}",
+            f"actor.ppo_mini_batch_size={NUM_SEQS}",
+            f"actor.micro_batch_size_per_device={micro}",
+            "actor.shuffle=false",
+            "actor.optim.name=SGD",
+            "actor.optim.lr=1.0",
+            "actor.optim.grad_clip=0",
+            f"algorithm.loss_agg_mode={mode}",
+            "algorithm.use_kl_loss=false",
+            f"rollout.max_response_length={RESPONSE_LEN}",
+            "algorithm.entropy_coeff=0.01",
+        ],
+    )
     torch.manual_seed(0)
     actor = Actor(cfg, rank, world, torch.device("cpu"))
     shard = fixed_batch(actor.model.config.vocab_size).split(world)[rank]

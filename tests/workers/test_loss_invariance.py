@@ -28,11 +28,19 @@ def free_port() -> str:
 
 def updated_weights(model_dir: Path, tmp_path: Path, world: int, micro: int, mode: str) -> dict[str, torch.Tensor]:
     out, port = tmp_path / f"w{world}_m{micro}_{mode}.pt", free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WORKER.parents[1]), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(WORKER.parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(model_dir), str(out), str(world), str(micro), mode, port,
-                          str(rank)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(model_dir), str(out), str(world), str(micro), mode, port, str(rank)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank in range(world)
     ]
     logs = [p.communicate(timeout=300)[0] for p in procs]
@@ -51,5 +59,10 @@ def test_update_is_independent_of_ranks_and_micro_batches(mode: str, tiny_model_
     for world, micro in LAYOUTS[1:]:
         other = updated_weights(tiny_model_dir, tmp_path, world, micro, mode)
         for key in reference:
-            torch.testing.assert_close(other[key], reference[key], atol=1e-5, rtol=1e-4,
-                                       msg=lambda m, k=key: f"{k} differs for {world} ranks x micro {micro}: {m}")
+            torch.testing.assert_close(
+                other[key],
+                reference[key],
+                atol=1e-5,
+                rtol=1e-4,
+                msg=lambda m, w=f"{key} differs for {world} ranks x micro-batch {micro}": f"{w}: {m}",
+            )
