@@ -15,14 +15,25 @@ ROOT = Path(__file__).resolve().parents[2]
 REWARD_FNS = Path(__file__).with_name("reward_fns.py")
 
 
+def tiny_overrides(tiny_model_dir: Path, out_dir: Path, data_dir: Path) -> list[str]:
+    """The session's tiny model, a dense reward plugin (a random model never solves arithmetic), no validation,
+    jsonl metrics under `out_dir`, and a learning rate large enough to move the policy visibly."""
+    return [
+        f"model.path={tiny_model_dir}",
+        "model.build_tiny=false",
+        f"data.builtin_dir={data_dir}",
+        f"reward.function={REWARD_FNS}:digit_fraction",
+        "trainer.test_freq=0",
+        "trainer.logger=[console,jsonl]",
+        f"trainer.output_dir={out_dir}",
+        "actor.optim.lr=1e-3",
+    ]
+
+
 def start_run(tiny_model_dir: Path, out_dir: Path, data_dir: Path, *overrides: str, log: Path) -> subprocess.Popen:
     """The tiny GRPO recipe as a driver subprocess (its own process group), output to `log`."""
-    args = [
-        sys.executable, "-m", "rlhf.main", "--config-name", "grpo_arith_tiny",
-        f"model.path={tiny_model_dir}", "model.build_tiny=false", f"data.builtin_dir={data_dir}",
-        f"reward.function={REWARD_FNS}:digit_fraction", "trainer.test_freq=0", "trainer.logger=[console,jsonl]",
-        f"trainer.output_dir={out_dir}", "actor.optim.lr=1e-3", *overrides,
-    ]
+    args = [sys.executable, "-m", "rlhf.main", "--config-name", "grpo_arith_tiny"]
+    args += [*tiny_overrides(tiny_model_dir, out_dir, data_dir), *overrides]
     return subprocess.Popen(args, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -6,32 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
-from recipes import compose_recipe
+from runs import tiny_overrides
 
+from recipes import compose_recipe
 from rlhf.main import run
 from rlhf.models.tiny import build_tiny_reward_model
 
 pytestmark = pytest.mark.slow
 
-REWARD_FN = Path(__file__).with_name("reward_fns.py")
 ALGORITHM_RECIPES = ["ppo", "rloo", "reinforce_pp", "remax", "drgrpo", "dapo", "gspo", "cispo"]
 
 
 def run_recipe(name: str, tiny_model_dir: Path, tmp_path: Path, *overrides: str) -> list[dict]:
     cfg = compose_recipe(
         name,
-        [
-            f"model.path={tiny_model_dir}",
-            "model.build_tiny=false",
-            f"data.builtin_dir={tmp_path / 'data'}",
-            f"reward.function={REWARD_FN}:digit_fraction",
-            "trainer.total_steps=2",
-            "trainer.test_freq=0",
-            "trainer.logger=[console,jsonl]",
-            f"trainer.output_dir={tmp_path / 'out'}",
-            "actor.optim.lr=1e-3",
-            *overrides,
-        ],
+        [*tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"), "trainer.total_steps=2", *overrides],
     )
     run(cfg)
     metrics = tmp_path / "out" / cfg.trainer.project_name / cfg.trainer.experiment_name / "metrics.jsonl"

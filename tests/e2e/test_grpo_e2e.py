@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import tiny_overrides
 from transformers import AutoModelForCausalLM
 
 from recipes import compose_recipe
@@ -14,7 +15,6 @@ from rlhf.main import run
 
 pytestmark = pytest.mark.slow
 
-REWARD_FN = Path(__file__).with_name("reward_fns.py")
 REQUIRED_METRICS = [
     "critic/score/mean",
     "actor/pg_loss",
@@ -41,16 +41,11 @@ def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
     cfg = compose_recipe(
         "grpo_arith_tiny",
         [
-            f"model.path={tiny_model_dir}",
-            "model.build_tiny=false",
-            f"data.builtin_dir={tmp_path / 'data'}",
-            f"reward.function={REWARD_FN}:digit_fraction",
+            *tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"),
             "trainer.total_steps=2",
             "trainer.test_freq=2",
             "trainer.num_devices_per_node=2",
             "trainer.logger=[console,wandb,jsonl]",
-            f"trainer.output_dir={tmp_path / 'out'}",
-            "actor.optim.lr=1e-3",  # large enough that a rollout left on the old weights would disagree visibly
         ],
     )
     run(cfg)
@@ -83,17 +78,10 @@ def test_grpo_zero3_without_fused_kernels(tiny_model_dir: Path, tmp_path: Path) 
     cfg = compose_recipe(
         "grpo_arith_tiny",
         [
-            f"model.path={tiny_model_dir}",
-            "model.build_tiny=false",
-            f"data.builtin_dir={tmp_path / 'data'}",
-            f"reward.function={REWARD_FN}:digit_fraction",
+            *tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"),
             "trainer.total_steps=2",
-            "trainer.test_freq=0",
-            "trainer.logger=[jsonl]",
-            f"trainer.output_dir={tmp_path / 'out'}",
             "actor.zero_stage=3",
             "actor.fused_kernels=false",
-            "actor.optim.lr=1e-3",
         ],
     )
     run(cfg)

@@ -14,8 +14,15 @@ from runs import REWARD_FNS, metrics, ray_processes, run_to_end, start_run, wait
 
 pytestmark = pytest.mark.slow
 
-COMPARED = ["critic/score/mean", "actor/pg_loss", "actor/entropy", "actor/kl_loss", "actor/grad_norm",
-            "response_length/mean", "rollout/logprob_diff_max"]
+COMPARED = [
+    "critic/score/mean",
+    "actor/pg_loss",
+    "actor/entropy",
+    "actor/kl_loss",
+    "actor/grad_norm",
+    "response_length/mean",
+    "rollout/logprob_diff_max",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +57,9 @@ def test_sigkill_then_resume_gives_the_same_metrics(tiny_model_dir: Path, tmp_pa
 
 
 def test_a_dead_worker_stops_the_run_with_its_name(tiny_model_dir: Path, tmp_path: Path) -> None:
-    proc = start_run(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500",
-                     log=tmp_path / "run.log")
+    proc = start_run(
+        tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500", log=tmp_path / "run.log"
+    )
     wait_for(lambda: len(metrics(tmp_path / "out")) >= 1, timeout=300, what="the first step")
     victims = ray_processes("ActorRolloutRefWorker")
     assert victims, "no policy worker process found"
@@ -65,8 +73,15 @@ def test_a_dead_worker_stops_the_run_with_its_name(tiny_model_dir: Path, tmp_pat
 
 
 def test_max_restarts_recovers_from_a_dead_worker(tiny_model_dir: Path, tmp_path: Path) -> None:
-    proc = start_run(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=5",
-                     "trainer.save_freq=1", "trainer.max_restarts=1", log=tmp_path / "run.log")
+    proc = start_run(
+        tiny_model_dir,
+        tmp_path / "out",
+        tmp_path / "data",
+        "trainer.total_steps=5",
+        "trainer.save_freq=1",
+        "trainer.max_restarts=1",
+        log=tmp_path / "run.log",
+    )
     wait_for(lambda: len(metrics(tmp_path / "out")) >= 2, timeout=300, what="two steps")
     ray_processes("ActorRolloutRefWorker")[0].kill()
     proc.wait(timeout=600)
@@ -77,8 +92,15 @@ def test_max_restarts_recovers_from_a_dead_worker(tiny_model_dir: Path, tmp_path
 
 
 def test_reward_errors_and_timeouts_score_zero_and_are_counted(tiny_model_dir: Path, tmp_path: Path) -> None:
-    proc = run_to_end(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=2",
-                      f"reward.function={REWARD_FNS}:flaky", "reward.timeout_s=1", log=tmp_path / "run.log")
+    proc = run_to_end(
+        tiny_model_dir,
+        tmp_path / "out",
+        tmp_path / "data",
+        "trainer.total_steps=2",
+        f"reward.function={REWARD_FNS}:flaky",
+        "reward.timeout_s=1",
+        log=tmp_path / "run.log",
+    )
     log = (tmp_path / "run.log").read_text()
     assert proc.returncode == 0, log[-3000:]
     rows = metrics(tmp_path / "out")
@@ -88,9 +110,16 @@ def test_reward_errors_and_timeouts_score_zero_and_are_counted(tiny_model_dir: P
 
 def test_nan_updates_are_skipped_then_stop_the_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     # REINFORCE++ whitens over the batch, so NaN rewards reach the loss (GRPO maps a group of NaN scores to 0).
-    proc = run_to_end(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=6", "algorithm=reinforce_pp",
-                      f"reward.function={REWARD_FNS}:always_nan", "trainer.max_consecutive_skipped_updates=2",
-                      log=tmp_path / "run.log")
+    proc = run_to_end(
+        tiny_model_dir,
+        tmp_path / "out",
+        tmp_path / "data",
+        "trainer.total_steps=6",
+        "algorithm=reinforce_pp",
+        f"reward.function={REWARD_FNS}:always_nan",
+        "trainer.max_consecutive_skipped_updates=2",
+        log=tmp_path / "run.log",
+    )
     log = (tmp_path / "run.log").read_text()
     assert proc.returncode != 0
     assert "2 consecutive updates had a NaN/inf loss or gradient" in log, log[-3000:]
@@ -99,8 +128,9 @@ def test_nan_updates_are_skipped_then_stop_the_run(tiny_model_dir: Path, tmp_pat
 
 
 def test_sigterm_finishes_the_step_checkpoints_and_shuts_down(tiny_model_dir: Path, tmp_path: Path) -> None:
-    proc = start_run(tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500",
-                     log=tmp_path / "run.log")
+    proc = start_run(
+        tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500", log=tmp_path / "run.log"
+    )
     wait_for(lambda: len(metrics(tmp_path / "out")) >= 1, timeout=300, what="the first step")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)

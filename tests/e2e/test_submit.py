@@ -27,17 +27,40 @@ def test_submit_tiny_recipe_to_ray_head(tiny_model_dir: Path, tmp_path: Path) ->
     env.pop("RAY_ADDRESS", None)
     gcs_port, dashboard_port = free_port(), free_port()
     subprocess.run(
-        [BIN / "ray", "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
-         "--include-dashboard=true", "--num-cpus=3", "--disable-usage-stats"],
-        check=True, env=env, cwd=tmp_path, capture_output=True, timeout=180,
+        [
+            BIN / "ray",
+            "start",
+            "--head",
+            f"--port={gcs_port}",
+            f"--dashboard-port={dashboard_port}",
+            "--include-dashboard=true",
+            "--num-cpus=3",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
     )
     try:
         job = subprocess.run(
-            [ROOT / "scripts" / "submit.sh", "grpo_arith_tiny", "trainer.total_steps=1", "trainer.test_freq=0",
-             f"model.path={tiny_model_dir}", "model.build_tiny=false", f"data.builtin_dir={tmp_path / 'data'}",
-             f"trainer.output_dir={tmp_path / 'out'}", "trainer.logger=[console,jsonl]"],
+            [
+                ROOT / "scripts" / "submit.sh",
+                "grpo_arith_tiny",
+                "trainer.total_steps=1",
+                "trainer.test_freq=0",
+                f"model.path={tiny_model_dir}",
+                "model.build_tiny=false",
+                f"data.builtin_dir={tmp_path / 'data'}",
+                f"trainer.output_dir={tmp_path / 'out'}",
+                "trainer.logger=[console,jsonl]",
+            ],
             env={**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard_port}"},
-            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout + job.stderr
