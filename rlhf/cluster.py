@@ -146,23 +146,34 @@ def create_groups(cfg: RLHFConfig) -> Groups:
     world = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
     pool = ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
     policy = ActorRolloutRefGroup(
-        ActorRolloutRefWorker, pool, "actor_rollout_ref", dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref()),
+        ActorRolloutRefWorker,
+        pool,
+        "actor_rollout_ref",
+        dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref()),
         env,
     )
     # Reward actors take a sliver of CPU: their processes run between the policy's stages, not during them.
     reward_pool = ResourcePool.create(cfg.reward.num_workers, 0.01, "cpu")
-    groups = Groups(policy, RewardGroup(RewardWorker, reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False))
+    groups = Groups(
+        policy, RewardGroup(RewardWorker, reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False)
+    )
     shared = pool if device == "cpu" else None
     share_cpus = 0.0 if device == "cpu" else None
     if cfg.algorithm.needs_critic():
         critic_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
-        groups.critic = CriticGroup(CriticWorker, critic_pool, "critic", dict(cfg=cfg, device=device), env,
-                                    cpus_per_actor=share_cpus)
+        groups.critic = CriticGroup(
+            CriticWorker, critic_pool, "critic", dict(cfg=cfg, device=device), env, cpus_per_actor=share_cpus
+        )
     if cfg.reward.model_path is not None:
         rm_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
         groups.reward_model = RewardModelGroup(
-            RewardModelWorker, rm_pool, "reward_model", dict(cfg=cfg, policy_tokenizer_path=cfg.model.path), env,
-            init_distributed=False, cpus_per_actor=share_cpus,
+            RewardModelWorker,
+            rm_pool,
+            "reward_model",
+            dict(cfg=cfg, policy_tokenizer_path=cfg.model.path),
+            env,
+            init_distributed=False,
+            cpus_per_actor=share_cpus,
         )
     policy.init_model()
     if groups.critic is not None:

@@ -120,7 +120,8 @@ class TrainerConfig:
     ray_address: str | None = None  # None: $RAY_ADDRESS if set, else a local Ray instance started here
     logger: list[str] = field(default_factory=lambda: ["console"])  # any of console, wandb, jsonl
     output_dir: str = "outputs"  # runs go to <output_dir>/<project>/<experiment>
-    test_freq: int = 0  # validate every N steps (0: never)
+    test_freq: int = 0  # validate every N steps and at the end (0: never)
+    val_num_samples: int = 0  # k > 0: also sample k responses per held-out prompt for pass@k and mean@k
     save_freq: int = 0  # checkpoint every N steps and at the end (0: no checkpoints)
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted; 0 keeps all)
     resume: str = "auto"  # auto: newest complete checkpoint of this run dir, if any | never | <checkpoint dir>
@@ -188,8 +189,10 @@ def validate(cfg: RLHFConfig) -> None:
     _require(d.max_prompt_length >= 1, f"data.max_prompt_length={d.max_prompt_length} must be >= 1")
     _require(a.zero_stage in (0, 1, 2, 3), f"actor.zero_stage={a.zero_stage} must be 0, 1, 2 or 3")
     _require(a.ppo_epochs >= 1, f"actor.ppo_epochs={a.ppo_epochs} must be >= 1")
-    _require(a.kernel_backend in ("auto", "torch", "triton", "naive"),
-             f"actor.kernel_backend={a.kernel_backend!r} must be one of auto, torch, triton, naive")
+    _require(
+        a.kernel_backend in ("auto", "torch", "triton", "naive"),
+        f"actor.kernel_backend={a.kernel_backend!r} must be one of auto, torch, triton, naive",
+    )
     _require(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype={cfg.model.dtype!r} must be float32 or bfloat16")
     _require(
         not (a.zero_stage == 3 and a.fused_kernels),
@@ -197,8 +200,10 @@ def validate(cfg: RLHFConfig) -> None:
         "set actor.fused_kernels=false with actor.zero_stage=3",
     )
     rw = cfg.reward
-    _require(rw.rule_weight > 0 or rw.model_path is not None,
-             "reward.rule_weight=0 and no reward.model_path: nothing would score the responses")
+    _require(
+        rw.rule_weight > 0 or rw.model_path is not None,
+        "reward.rule_weight=0 and no reward.model_path: nothing would score the responses",
+    )
     _require(cfg.critic.ppo_epochs >= 1, f"critic.ppo_epochs={cfg.critic.ppo_epochs} must be >= 1")
     _require(cfg.critic.zero_stage in (0, 1, 2, 3), f"critic.zero_stage={cfg.critic.zero_stage} must be 0, 1, 2 or 3")
     _validate_batch_sizes(cfg)

@@ -51,8 +51,12 @@ def run(cfg: RLHFConfig) -> dict[str, float]:
         except WorkerDiedError:
             if attempt == cfg.trainer.max_restarts:
                 raise
-            logger.exception("a worker died; restarting the worker groups from the last checkpoint "
-                             "(restart %d of trainer.max_restarts=%d)", attempt + 1, cfg.trainer.max_restarts)
+            logger.exception(
+                "a worker died; restarting the worker groups from the last checkpoint "
+                "(restart %d of trainer.max_restarts=%d)",
+                attempt + 1,
+                cfg.trainer.max_restarts,
+            )
             resume = "auto"
         finally:
             trainer.cleanup()

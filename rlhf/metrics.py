@@ -87,3 +87,19 @@ def validation_metrics(batch: Batch) -> dict[str, float]:
         out[f"val/{source}/acc/mean@1"] = sum(v > 0 for v in values) / len(values)
         out[f"val/{source}/score/mean"] = sum(values) / len(values)
     return out
+
+
+def sampled_validation_metrics(batch: Batch, k: int) -> dict[str, float]:
+    """val/<source>/acc/pass@k (any of a prompt's k samples correct) and mean@k (the fraction correct)."""
+    scores = batch["token_level_scores"].sum(-1).tolist()
+    groups: dict[str, tuple[str, list[float]]] = {}
+    for uid, source, score in zip(batch.non_tensors["uid"], batch.non_tensors["data_source"], scores, strict=True):
+        groups.setdefault(uid, (source, []))[1].append(score)
+    by_source: dict[str, list[list[float]]] = defaultdict(list)
+    for source, values in groups.values():
+        by_source[source].append(values)
+    out = {}
+    for source, prompts in by_source.items():
+        out[f"val/{source}/acc/pass@{k}"] = sum(any(v > 0 for v in p) for p in prompts) / len(prompts)
+        out[f"val/{source}/acc/mean@{k}"] = sum(sum(v > 0 for v in p) / len(p) for p in prompts) / len(prompts)
+    return out

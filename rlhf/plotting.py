@@ -90,7 +90,7 @@ def plot_run(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)
-    for ax, (title, found) in zip(axes.flat, panels):
+    for ax, (title, found) in zip(list(axes.flat)[: len(panels)], panels, strict=True):
         for key, s in found.items():
             ax.plot(s.steps, s.values, marker="o" if len(s.steps) < 30 else None, markersize=3, label=key)
         ax.set_title(title, fontsize=10)
@@ -112,8 +112,10 @@ def summarize_run(run_dir: str | Path) -> str:
     rows = read_metrics(run_dir)
     lines = [f"run {run_dir}: {len(rows)} logged steps (last step {rows[-1]['step'] if rows else 0})"]
     for key, s in sorted(series(rows, "val/*/acc/mean@1").items()):
-        lines.append(f"{key}: {s.values[0]:.3f} at step {s.steps[0]} -> {s.values[-1]:.3f} at step {s.steps[-1]} "
-                     f"({100 * (s.values[-1] - s.values[0]):+.1f} points)")
+        lines.append(
+            f"{key}: {s.values[0]:.3f} at step {s.steps[0]} -> {s.values[-1]:.3f} at step {s.steps[-1]} "
+            f"({100 * (s.values[-1] - s.values[0]):+.1f} points)"
+        )
     step_times = series(rows, "timing_s/step").get("timing_s/step")
     if step_times is not None:
         total = sum(step_times.values)
@@ -134,6 +136,8 @@ def pipeline_summary(sft_dir: str | Path, rl_dir: str | Path) -> str:
     lines = [summarize_run(sft_dir), "", summarize_run(rl_dir), ""]
     before, after = last_value(sft_dir, "val/*/acc/mean@1"), last_value(rl_dir, "val/*/acc/mean@1")
     for key in sorted(before.keys() & after.keys()):
-        lines.append(f"{key}: SFT {before[key]:.3f} -> RL {after[key]:.3f} "
-                     f"({100 * (after[key] - before[key]):+.1f} points from RL)")
+        lines.append(
+            f"{key}: SFT {before[key]:.3f} -> RL {after[key]:.3f} "
+            f"({100 * (after[key] - before[key]):+.1f} points from RL)"
+        )
     return "\n".join(lines)

@@ -94,13 +94,19 @@ def validate_sft(cfg: SFTConfig) -> None:
     _require(s.max_length >= 2, f"sft.max_length={s.max_length} must be >= 2 (a prompt token and a target token)")
     _require(s.max_new_tokens >= 1, f"sft.max_new_tokens={s.max_new_tokens} must be >= 1")
     _require(s.zero_stage in (0, 1, 2, 3), f"sft.zero_stage={s.zero_stage} must be 0, 1, 2 or 3")
-    _require(s.kernel_backend in ("auto", "torch", "triton", "naive"),
-             f"sft.kernel_backend={s.kernel_backend!r} must be one of auto, torch, triton, naive")
-    _require(not (s.zero_stage == 3 and s.fused_kernels),
-             "sft.fused_kernels=true reads the LM head weight directly, which ZeRO-3 partitions; "
-             "set sft.fused_kernels=false with sft.zero_stage=3")
-    _require(s.response_key == "auto" or bool(s.response_key.strip(".")),
-             f"sft.response_key={s.response_key!r} must be 'auto' or a dotted column name like extra_info.answer")
+    _require(
+        s.kernel_backend in ("auto", "torch", "triton", "naive"),
+        f"sft.kernel_backend={s.kernel_backend!r} must be one of auto, torch, triton, naive",
+    )
+    _require(
+        not (s.zero_stage == 3 and s.fused_kernels),
+        "sft.fused_kernels=true reads the LM head weight directly, which ZeRO-3 partitions; "
+        "set sft.fused_kernels=false with sft.zero_stage=3",
+    )
+    _require(
+        s.response_key == "auto" or bool(s.response_key.strip(".")),
+        f"sft.response_key={s.response_key!r} must be 'auto' or a dotted column name like extra_info.answer",
+    )
     _require(cfg.optim.lr > 0, f"optim.lr={cfg.optim.lr} must be > 0")
     _require(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype={cfg.model.dtype!r} must be float32 or bfloat16")
     _require(t.device in ("auto", "cpu", "cuda"), f"trainer.device={t.device!r} must be one of auto, cpu, cuda")

@@ -69,8 +69,12 @@ def encode_examples(
             continue
         examples.append({"prompt_ids": list(prompt_ids), "response_ids": target})
     if num_dropped:
-        logger.warning("dropped %d of %d rows longer than sft.max_length=%d tokens (or with an empty target)",
-                       num_dropped, len(rows), cfg.sft.max_length)
+        logger.warning(
+            "dropped %d of %d rows longer than sft.max_length=%d tokens (or with an empty target)",
+            num_dropped,
+            len(rows),
+            cfg.sft.max_length,
+        )
     return examples
 
 
@@ -92,13 +96,15 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> Batch:
         prompts[i, prompt_len - len(p) :], prompt_mask[i, prompt_len - len(p) :] = torch.tensor(p), 1
         responses[i, : len(r)], response_mask[i, : len(r)] = torch.tensor(r), 1
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
-    return Batch({
-        "input_ids": torch.cat([prompts, responses], dim=1),
-        "attention_mask": attention_mask,
-        "position_ids": (attention_mask.cumsum(dim=1) - 1).clamp(min=0),  # real tokens only, as vLLM counts them
-        "responses": responses,
-        "response_mask": response_mask.float(),
-    })
+    return Batch(
+        {
+            "input_ids": torch.cat([prompts, responses], dim=1),
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(dim=1) - 1).clamp(min=0),  # real tokens only, as vLLM counts them
+            "responses": responses,
+            "response_mask": response_mask.float(),
+        }
+    )
 
 
 def num_sft_steps(cfg: SFTConfig, num_examples: int) -> int:
@@ -118,7 +124,7 @@ class SFTGroup(WorkerGroup):
         return self.call("sft_step", batch)[0]  # reduced over ranks: rank 0 speaks for all
 
     def eval_loss(self, batch: Batch) -> float:
-        nll, count = (sum(v) for v in zip(*self.call("eval_loss", batch)))
+        nll, count = (sum(v) for v in zip(*self.call("eval_loss", batch), strict=True))
         return nll / max(count, 1.0)
 
     def generate(self, prompts: Batch) -> Batch:
@@ -189,12 +195,18 @@ class SFTTrainer:
         nt = Batch.concat(parts).non_tensors
         scores = [
             score_one(None, RewardItem(src, text, gt, info))[0]
-            for src, text, gt, info in zip(nt["data_source"], nt["response_text"], nt["ground_truth"], nt["extra_info"])
+            for src, text, gt, info in zip(
+                nt["data_source"], nt["response_text"], nt["ground_truth"], nt["extra_info"], strict=True
+            )
         ]
         scored = Batch({"token_level_scores": torch.tensor(scores).unsqueeze(-1)}, {"data_source": nt["data_source"]})
         metrics.update(validation_metrics(scored))
-        logger.info("val example: %s -> %r (ground truth %r)", self.tokenizer.decode(nt["prompt_ids"][0]),
-                    nt["response_text"][0], nt["ground_truth"][0])
+        logger.info(
+            "val example: %s -> %r (ground truth %r)",
+            self.tokenizer.decode(nt["prompt_ids"][0]),
+            nt["response_text"][0],
+            nt["ground_truth"][0],
+        )
         return metrics
 
     def cleanup(self) -> None:

@@ -41,9 +41,10 @@ from rlhf.checkpoint import CheckpointManager, capture_rng_state, restore_rng_st
 from rlhf.cluster import Groups, create_groups, resolve_device, start_ray
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
-from rlhf.metrics import data_metrics, throughput_metrics, validation_metrics
+from rlhf.metrics import data_metrics, throughput_metrics
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.tracking import Tracker
+from rlhf.validation import TABLE_COLUMNS, Validator
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class RLTrainer:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         train_files, val_files = resolve_data_files(cfg.data, cfg.trainer.seed)
         self.train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
-        self.val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+        val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+        self.validator = Validator(cfg, self.tokenizer, val_rows)
         self.loader = PromptDataLoader(
             self.train_rows, cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
         )
@@ -102,7 +104,11 @@ class RLTrainer:
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         self.tracker = Tracker(
-            cfg.trainer.logger, cfg.trainer.project_name, cfg.trainer.experiment_name, self.run_dir, asdict(cfg),
+            cfg.trainer.logger,
+            cfg.trainer.project_name,
+            cfg.trainer.experiment_name,
+            self.run_dir,
+            asdict(cfg),
             resume_step=self.global_step if checkpoint is not None else None,
         )
 
@@ -115,8 +121,13 @@ class RLTrainer:
         metrics: dict[str, float] = {}
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for _ in tqdm(range(self.global_step, t.total_steps), desc="RL steps", initial=self.global_step,
-                          total=t.total_steps, dynamic_ncols=True):
+            for _ in tqdm(
+                range(self.global_step, t.total_steps),
+                desc="RL steps",
+                initial=self.global_step,
+                total=t.total_steps,
+                dynamic_ncols=True,
+            ):
                 metrics = self.train_step()
                 self._check_health(metrics)
                 if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
@@ -144,8 +155,12 @@ class RLTrainer:
         """A NaN/inf update was skipped by the optimizer; too many in a row stop the run."""
         if metrics.get("actor/skipped_update", 0.0) > 0:
             self.consecutive_skipped += 1
-            logger.warning("step %d: non-finite loss or gradient (grad_norm=%s): update skipped (%d in a row)",
-                           self.global_step, metrics.get("actor/grad_norm"), self.consecutive_skipped)
+            logger.warning(
+                "step %d: non-finite loss or gradient (grad_norm=%s): update skipped (%d in a row)",
+                self.global_step,
+                metrics.get("actor/grad_norm"),
+                self.consecutive_skipped,
+            )
             if self.consecutive_skipped >= self.cfg.trainer.max_consecutive_skipped_updates:
                 raise RuntimeError(
                     f"{self.consecutive_skipped} consecutive updates had a NaN/inf loss or gradient (up to step "
@@ -191,8 +206,9 @@ class RLTrainer:
         """The loader's next batch; its index (not the step: DAPO may draw several per step) names uids and seeds."""
         self.num_prompt_batches += 1
         rows = self.loader.next_batch()
-        return rows_to_batch(rows, self.tokenizer, self.cfg.data.max_prompt_length, self.num_prompt_batches,
-                             self.cfg.trainer.seed)
+        return rows_to_batch(
+            rows, self.tokenizer, self.cfg.data.max_prompt_length, self.num_prompt_batches, self.cfg.trainer.seed
+        )
 
     def train_step(self) -> dict[str, float]:
         """Advance the global step on the next batch of prompts from the loader."""
@@ -225,8 +241,9 @@ class RLTrainer:
                 with timed(timings, "sync_weights"):  # 8. sync
                     g.policy.sync_weights()
         metrics.update({**data_metrics(batch), **rollout_metrics, **timings})
-        metrics.update(throughput_metrics(batch, timings["timing_s/step"], self.num_devices, self.num_params,
-                                          self.device_name))
+        metrics.update(
+            throughput_metrics(batch, timings["timing_s/step"], self.num_devices, self.num_params, self.device_name)
+        )
         return metrics
 
     def rollout(self, prompts: Batch, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
@@ -238,7 +255,9 @@ class RLTrainer:
         target = self.cfg.data.train_batch_size
         kept, spare, num_gen, num_dropped = [], [], 1, 0
         while True:
-            informative = select_informative_groups(batch["token_level_scores"].sum(-1), group_ids(batch.non_tensors["uid"]))
+            informative = select_informative_groups(
+                batch["token_level_scores"].sum(-1), group_ids(batch.non_tensors["uid"])
+            )
             kept.append(batch.index(informative))
             spare.append(batch.index(~informative))
             num_dropped += len(set(batch.index(~informative).non_tensors["uid"]))
@@ -251,8 +270,11 @@ class RLTrainer:
         merged = Batch.concat([b for b in kept + spare if len(b)])
         chosen = set(list(dict.fromkeys(merged.non_tensors["uid"]))[:target])
         rows = [i for i, u in enumerate(merged.non_tensors["uid"]) if u in chosen]
-        metrics = {"dapo/num_gen_batches": float(num_gen), "dapo/num_dropped_groups": float(num_dropped),
-                   "dapo/num_filled_groups": float(max(0, target - num_kept))}
+        metrics = {
+            "dapo/num_gen_batches": float(num_gen),
+            "dapo/num_dropped_groups": float(num_dropped),
+            "dapo/num_filled_groups": float(max(0, target - num_kept)),
+        }
         return merged.index(rows), metrics
 
     def generate_and_score(self, prompts: Batch, timings: dict[str, float]) -> Batch:
@@ -264,10 +286,14 @@ class RLTrainer:
             batch.update(self.score(batch))
             if algo.overlong.enable:
                 penalty = overlong_reward_penalty(
-                    batch["response_mask"].sum(-1).long(), self.cfg.rollout.max_response_length,
-                    algo.overlong.buffer_len, algo.overlong.penalty_factor,
+                    batch["response_mask"].sum(-1).long(),
+                    self.cfg.rollout.max_response_length,
+                    algo.overlong.buffer_len,
+                    algo.overlong.penalty_factor,
                 )
-                batch["token_level_scores"][torch.arange(len(batch)), last_token_index(batch["response_mask"])] += penalty
+                batch["token_level_scores"][torch.arange(len(batch)), last_token_index(batch["response_mask"])] += (
+                    penalty
+                )
         if algo.advantage == "remax":
             with timed(timings, "gen_baseline"):
                 # ReMax's baseline: the reward of the greedy response to the same prompt.
@@ -296,8 +322,12 @@ class RLTrainer:
         algo, metrics = self.cfg.algorithm, {}
         if algo.use_kl_in_reward:
             rewards, metrics = apply_kl_penalty(
-                batch["token_level_scores"], batch["old_log_probs"], batch["ref_log_probs"], batch["response_mask"],
-                self.kl_ctrl.value, algo.kl_penalty,
+                batch["token_level_scores"],
+                batch["old_log_probs"],
+                batch["ref_log_probs"],
+                batch["response_mask"],
+                self.kl_ctrl.value,
+                algo.kl_penalty,
             )
             self.kl_ctrl.update(metrics["actor/reward_kl_penalty"], n_steps=len(batch))
         else:
@@ -314,26 +344,14 @@ class RLTrainer:
         return metrics
 
     def validate(self) -> dict[str, float]:
-        """Greedy responses on the held-out split: val/<source>/acc/mean@1."""
-        if not self.val_rows:
-            return {}
-        parts = []
-        for start in range(0, len(self.val_rows), self.cfg.data.val_batch_size):
-            rows = self.val_rows[start : start + self.cfg.data.val_batch_size]
-            prompts = rows_to_batch(rows, self.tokenizer, self.cfg.data.max_prompt_length, -1, self.cfg.trainer.seed)
-            responses = self.groups.policy.generate(prompts, temperature=0.0, n=1)
-            responses.update(self.score(responses))
-            parts.append(responses)
-        batch = Batch.concat(parts)
-        columns = ["prompt", "response", "ground_truth", "score"]
-        nt = batch.non_tensors
-        scores = batch["token_level_scores"].sum(-1).tolist()
-        table = [
-            [self.tokenizer.decode(p), r, gt, s]
-            for p, r, gt, s in zip(nt["prompt_ids"], nt["response_text"], nt["ground_truth"], scores, strict=True)
-        ][:16]
-        self.tracker.log_table("val/generations", columns, table, step=self.global_step)
-        return validation_metrics(batch)
+        """Held-out accuracy (greedy mean@1, sampled pass@k) and a table of generations to the tracker."""
+        metrics, table = self.validator.run(
+            lambda prompts, temperature, n: self.groups.policy.generate(prompts, temperature=temperature, n=n),
+            self.score,
+        )
+        if table:
+            self.tracker.log_table("val/generations", TABLE_COLUMNS, table, step=self.global_step)
+        return metrics
 
     def cleanup(self) -> None:
         if self.tracker is not None:

@@ -77,8 +77,11 @@ def test_gsm8k_qwen_recipe_validates(tmp_path: Path) -> None:
     model = tmp_path / "Qwen2.5-0.5B-Instruct"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "max_position_embeddings": 32768}))
-    row = {"prompt": [{"role": "user", "content": "1+1?"}], "reward_model": {"ground_truth": "2"},
-           "data_source": "openai/gsm8k"}
+    row = {
+        "prompt": [{"role": "user", "content": "1+1?"}],
+        "reward_model": {"ground_truth": "2"},
+        "data_source": "openai/gsm8k",
+    }
     train, test = tmp_path / "train.parquet", tmp_path / "test.parquet"
     write_rows([row], train)
     write_rows([row], test)
@@ -88,15 +91,27 @@ def test_gsm8k_qwen_recipe_validates(tmp_path: Path) -> None:
     validate(cfg)
     assert cfg.trainer.num_devices_per_node == 8 and cfg.model.dtype == "bfloat16"
     with pytest.raises(ValueError, match="exceeds the model's context of 32768"):
-        validate(compose_recipe("grpo_gsm8k_qwen2_5_0_5b", [f"model.path={model}", f"data.train_files=[{train}]",
-                                                            f"data.val_files=[{test}]", "rollout.max_response_length=40000"]))
+        validate(
+            compose_recipe(
+                "grpo_gsm8k_qwen2_5_0_5b",
+                [
+                    f"model.path={model}",
+                    f"data.train_files=[{train}]",
+                    f"data.val_files=[{test}]",
+                    "rollout.max_response_length=40000",
+                ],
+            )
+        )
 
 
 def run_cli(*overrides: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "rlhf.main", "--config-name", "grpo_arith_tiny", *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return proc, time.perf_counter() - start
 

@@ -19,16 +19,18 @@ def test_logprob_diff_ignores_padding() -> None:
 def test_data_metrics_scores_lengths_and_reward_failures() -> None:
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     scores = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-    batch = Batch({
-        "response_mask": mask,
-        "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]]),
-        "token_level_scores": scores,
-        "token_level_rewards": scores,
-        "advantages": torch.tensor([[0.5, 0.5, 0.0], [-0.5, -0.5, -0.5]]),
-        "returns": torch.zeros(2, 3),
-        "reward_error": torch.tensor([0.0, 1.0]),
-        "reward_timeout": torch.tensor([1.0, 0.0]),
-    })
+    batch = Batch(
+        {
+            "response_mask": mask,
+            "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]]),
+            "token_level_scores": scores,
+            "token_level_rewards": scores,
+            "advantages": torch.tensor([[0.5, 0.5, 0.0], [-0.5, -0.5, -0.5]]),
+            "returns": torch.zeros(2, 3),
+            "reward_error": torch.tensor([0.0, 1.0]),
+            "reward_timeout": torch.tensor([1.0, 0.0]),
+        }
+    )
     m = data_metrics(batch)
     assert m["critic/score/mean"] == pytest.approx(0.5)
     assert m["response_length/mean"] == pytest.approx(2.5)
@@ -65,3 +67,16 @@ def test_console_line_shows_the_headline_metrics() -> None:
     line = format_console_line(3, {"critic/score/mean": 0.25, "val/arith/acc/mean@1": 0.5, "actor/lr": 1e-3})
     assert line.startswith("step 3") and "critic/score/mean=0.25" in line and "val/arith/acc/mean@1=0.5" in line
     assert "actor/lr" not in line
+
+
+def test_sampled_validation_pass_and_mean_at_k() -> None:
+    from rlhf.metrics import sampled_validation_metrics
+
+    # prompt p0: samples (1, 0) -> pass, mean 0.5; prompt p1: (0, 0) -> fail, mean 0.
+    batch = Batch(
+        {"token_level_scores": torch.tensor([[1.0], [0.0], [0.0], [0.0]])},
+        {"uid": ["p0", "p0", "p1", "p1"], "data_source": ["arith"] * 4},
+    )
+    m = sampled_validation_metrics(batch, k=2)
+    assert m["val/arith/acc/pass@2"] == pytest.approx(0.5)
+    assert m["val/arith/acc/mean@2"] == pytest.approx(0.25)

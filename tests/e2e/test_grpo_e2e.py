@@ -44,6 +44,7 @@ def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
             *tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"),
             "trainer.total_steps=2",
             "trainer.test_freq=2",
+            "trainer.val_num_samples=2",
             "trainer.num_devices_per_node=2",
             "trainer.logger=[console,wandb,jsonl]",
         ],
@@ -58,7 +59,7 @@ def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
         # Contract 2: the trainer's and vLLM's log-probs of the sampled tokens agree right after a sync.
         assert row["rollout/logprob_diff_max"] < 1e-3, row["rollout/logprob_diff_max"]
         assert row["actor/grad_norm"] > 0
-    assert "val/arith/acc/mean@1" in rows[-1]
+    assert "val/arith/acc/mean@1" in rows[-1] and "val/arith/acc/pass@2" in rows[-1]
 
     # The policy moved: the saved model differs from the initial one, enough to change log-probs well past 1e-3,
     # so step 2's agreement above is only possible if vLLM received the step-1 weights.
