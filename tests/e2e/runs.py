@@ -65,3 +65,22 @@ def ray_processes(name: str) -> list[psutil.Process]:
         if cmd.startswith(f"ray::{name}"):
             found.append(proc)
     return found
+
+
+VLLM_SMOKE = """
+import os, sys
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+from vllm import LLM, SamplingParams
+llm = LLM(model=sys.argv[1], dtype="float32", enforce_eager=True, max_model_len=64)
+out = llm.generate(["1+2="], SamplingParams(temperature=0.0, max_tokens=4), use_tqdm=False)
+print("VLLM_OK", len(out[0].outputs[0].token_ids))
+"""
+
+
+def loads_in_vllm(model_dir: Path) -> bool:
+    """Whether a fresh vLLM engine loads `model_dir` and generates from it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", VLLM_SMOKE, str(model_dir)], capture_output=True, text=True, timeout=300
+    )
+    return proc.returncode == 0 and "VLLM_OK" in proc.stdout

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from runs import REWARD_FNS, metrics, ray_processes, run_to_end, start_run, wait_for
+from runs import REWARD_FNS, loads_in_vllm, metrics, ray_processes, run_to_end, start_run, wait_for
+from transformers import AutoModelForCausalLM
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,9 @@ def test_sigkill_then_resume_gives_the_same_metrics(tiny_model_dir: Path, tmp_pa
     for row in rows[2:]:
         for key in COMPARED:
             assert row[key] == pytest.approx(expected[row["step"]][key], rel=1e-5, abs=1e-6), (row["step"], key)
-    assert (out / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000004" / "hf" / "config.json").exists()
+    hf = out / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000004" / "hf"
+    AutoModelForCausalLM.from_pretrained(hf)  # the checkpoint's policy loads directly in transformers ...
+    assert loads_in_vllm(hf)  # ... and in vLLM
 
 
 def test_a_dead_worker_stops_the_run_with_its_name(tiny_model_dir: Path, tmp_path: Path) -> None:
