@@ -122,6 +122,7 @@ class TrainerConfig:
     output_dir: str = "outputs"  # runs go to <output_dir>/<project>/<experiment>
     test_freq: int = 0  # validate every N steps and at the end (0: never)
     val_num_samples: int = 0  # k > 0: also sample k responses per held-out prompt for pass@k and mean@k
+    val_before_train: bool = True  # with test_freq > 0, validate at step 0 so curves start from the initial policy
     save_freq: int = 0  # checkpoint every N steps and at the end (0: no checkpoints)
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted; 0 keeps all)
     resume: str = "auto"  # auto: newest complete checkpoint of this run dir, if any | never | <checkpoint dir>

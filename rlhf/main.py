@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhf.config import RLHFConfig, register_schema, to_typed, validate
 from rlhf.models.tiny import build_tiny_model
+from rlhf.plotting import plot_run, summarize_run
 
 logger = logging.getLogger("rlhf")
 
@@ -47,7 +48,10 @@ def run(cfg: RLHFConfig) -> dict[str, float]:
         trainer = RLTrainer(cfg, run_dir, resume)
         try:
             trainer.setup()
-            return trainer.fit()
+            metrics = trainer.fit()
+            if (run_dir / "metrics.jsonl").exists():
+                logger.info("curves: %s\n%s", plot_run(run_dir), summarize_run(run_dir))
+            return metrics
         except WorkerDiedError:
             if attempt == cfg.trainer.max_restarts:
                 raise

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 # The handful of metrics worth a console line every step; everything else goes to wandb / jsonl.
 CONSOLE_KEYS = (
     "critic/score/mean",
+    "train/loss",
+    "val/loss",
     "val/*/acc/mean@1",
     "actor/pg_loss",
     "actor/entropy",

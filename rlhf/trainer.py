@@ -120,6 +120,8 @@ class RLTrainer:
         t = self.cfg.trainer
         metrics: dict[str, float] = {}
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if t.val_before_train and t.test_freq > 0 and self.global_step == 0:
+            self.tracker.log(self.validate(), step=0)
         try:
             for _ in tqdm(
                 range(self.global_step, t.total_steps),

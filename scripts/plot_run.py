@@ -1,7 +1,7 @@
 """Redraw a run's curves and print its summary.
 
-    .venv/bin/python scripts/plot_run.py outputs/rlhf/grpo_arith_tiny            # -> .../curves.png
-    .venv/bin/python scripts/plot_run.py RUN_DIR --out curves.png
+.venv/bin/python scripts/plot_run.py outputs/rlhf/grpo_arith_tiny            # -> .../curves.png
+.venv/bin/python scripts/plot_run.py RUN_DIR --out curves.png
 """
 
 from __future__ import annotations

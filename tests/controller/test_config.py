@@ -26,8 +26,9 @@ def test_default_recipe_validates(tiny_model_dir: Path) -> None:
     validate(tiny(tiny_model_dir))
 
 
-def test_every_recipe_composes_into_the_schema() -> None:
-    for recipe in sorted(RECIPES.glob("*.yaml")):
+def test_every_rl_recipe_composes_into_the_schema() -> None:
+    """SFT recipes have their own schema and test (tests/sft/test_sft_config.py)."""
+    for recipe in sorted(r for r in RECIPES.glob("*.yaml") if not r.stem.startswith("sft_")):
         cfg = compose_recipe(recipe.stem)
         assert isinstance(cfg, RLHFConfig), recipe
 

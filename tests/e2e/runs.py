@@ -57,13 +57,20 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise TimeoutError(f"gave up waiting for {what} after {timeout} s")
 
 
-def ray_processes(name: str) -> list[psutil.Process]:
-    """Live processes whose title is `ray::<name>` (Ray renames its workers)."""
+def ray_processes(name: str, driver: subprocess.Popen) -> list[psutil.Process]:
+    """Live processes titled `ray::<name>` (Ray renames its workers) started under `driver`'s local Ray, so a test
+    never touches another run's workers."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if cmd.startswith(f"ray::{name}"):
-            found.append(proc)
+    try:
+        descendants = psutil.Process(driver.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    for proc in descendants:
+        try:
+            if " ".join(proc.cmdline()).startswith(f"ray::{name}"):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
     return found
 
 
@@ -84,3 +91,17 @@ def loads_in_vllm(model_dir: Path) -> bool:
         [sys.executable, "-c", VLLM_SMOKE, str(model_dir)], capture_output=True, text=True, timeout=300
     )
     return proc.returncode == 0 and "VLLM_OK" in proc.stdout
+
+
+def kill_tree(driver: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started (its local Ray: GCS, raylet, workers), without clean-up."""
+    try:
+        tree = [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(tree, timeout=30)

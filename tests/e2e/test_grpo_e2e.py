@@ -52,7 +52,9 @@ def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
     run(cfg)
     run_dir = tmp_path / "out" / cfg.trainer.project_name / cfg.trainer.experiment_name
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: validation of the initial policy
+    assert "val/arith/acc/mean@1" in rows[0]
+    rows = rows[1:]
     for row in rows:
         missing = [k for k in REQUIRED_METRICS if k not in row]
         assert not missing, f"step {row['step']} lacks {missing}"
@@ -69,6 +71,8 @@ def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         gap = (initial(ids).logits.log_softmax(-1) - final(ids).logits.log_softmax(-1)).abs().max().item()
     assert gap > 1e-2, f"policy barely moved (max log-prob change {gap})"
+
+    assert (run_dir / "curves.png").stat().st_size > 0  # the end-of-run plot
 
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert wandb_runs, f"no wandb offline run under {run_dir / 'wandb'}"

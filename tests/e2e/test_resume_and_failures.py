@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
-from runs import REWARD_FNS, loads_in_vllm, metrics, ray_processes, run_to_end, start_run, wait_for
+from runs import REWARD_FNS, kill_tree, loads_in_vllm, metrics, ray_processes, run_to_end, start_run, wait_for
 from transformers import AutoModelForCausalLM
 
 pytestmark = pytest.mark.slow
@@ -26,12 +24,6 @@ COMPARED = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_stray_ray_processes():
-    yield
-    subprocess.run([Path(sys.executable).parent / "ray", "stop", "--force"], capture_output=True, timeout=120)
-
-
 def test_sigkill_then_resume_gives_the_same_metrics(tiny_model_dir: Path, tmp_path: Path) -> None:
     common = ["trainer.total_steps=4", "trainer.save_freq=2", "trainer.deterministic=true"]
     reference = run_to_end(tiny_model_dir, tmp_path / "a", tmp_path / "data", *common, log=tmp_path / "a.log")
@@ -42,7 +34,7 @@ def test_sigkill_then_resume_gives_the_same_metrics(tiny_model_dir: Path, tmp_pa
     proc = start_run(tiny_model_dir, out, tmp_path / "data", *common, log=tmp_path / "b1.log")
     checkpoint = out / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000002" / "COMPLETE"
     wait_for(checkpoint.exists, timeout=300, what="the step-2 checkpoint")
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything in its session, without any clean-up
+    kill_tree(proc)  # the driver and its local Ray, without any clean-up
     proc.wait(timeout=30)
 
     resumed = run_to_end(tiny_model_dir, out, tmp_path / "data", *common, log=tmp_path / "b2.log")
@@ -64,7 +56,7 @@ def test_a_dead_worker_stops_the_run_with_its_name(tiny_model_dir: Path, tmp_pat
         tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500", log=tmp_path / "run.log"
     )
     wait_for(lambda: len(metrics(tmp_path / "out")) >= 1, timeout=300, what="the first step")
-    victims = ray_processes("ActorRolloutRefWorker")
+    victims = ray_processes("ActorRolloutRefWorker", proc)
     assert victims, "no policy worker process found"
     killed_at = time.monotonic()
     victims[0].kill()
@@ -86,7 +78,7 @@ def test_max_restarts_recovers_from_a_dead_worker(tiny_model_dir: Path, tmp_path
         log=tmp_path / "run.log",
     )
     wait_for(lambda: len(metrics(tmp_path / "out")) >= 2, timeout=300, what="two steps")
-    ray_processes("ActorRolloutRefWorker")[0].kill()
+    ray_processes("ActorRolloutRefWorker", proc)[0].kill()
     proc.wait(timeout=600)
     log = (tmp_path / "run.log").read_text()
     assert proc.returncode == 0, log[-3000:]
@@ -135,6 +127,8 @@ def test_sigterm_finishes_the_step_checkpoints_and_shuts_down(tiny_model_dir: Pa
         tiny_model_dir, tmp_path / "out", tmp_path / "data", "trainer.total_steps=500", log=tmp_path / "run.log"
     )
     wait_for(lambda: len(metrics(tmp_path / "out")) >= 1, timeout=300, what="the first step")
+    workers = ray_processes("ActorRolloutRefWorker", proc)
+    assert workers
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     log = (tmp_path / "run.log").read_text()
@@ -142,4 +136,5 @@ def test_sigterm_finishes_the_step_checkpoints_and_shuts_down(tiny_model_dir: Pa
     last = metrics(tmp_path / "out")[-1]["step"]
     checkpoint = tmp_path / "out" / "rlhf" / "grpo_arith_tiny" / "checkpoints" / f"step_{last:08d}"
     assert (checkpoint / "COMPLETE").exists()
-    wait_for(lambda: not ray_processes("ActorRolloutRefWorker"), timeout=30, what="the workers to exit")
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, "policy workers outlived the driver"

@@ -1,4 +1,4 @@
-"""Composing the SFT recipes into the typed schema, as `python -m rlhf.sft_main` does."""
+"""Composing the SFT recipes into the typed schema, as `python -m rlhf.sft_main` does (shared by these tests)."""
 
 from __future__ import annotations
 

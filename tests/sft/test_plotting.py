@@ -17,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def write_metrics(run_dir: Path) -> None:
     rows = []
     for step in range(1, 21):
-        row = {"step": step, "critic/score/mean": step / 20, "response_length/mean": 4.0, "actor/entropy": 1 / step,
-               "timing_s/step": 0.5, "perf/throughput": 100.0 + step, "actor/kl_loss": "nan"}
+        row = {
+            "step": step,
+            "critic/score/mean": step / 20,
+            "response_length/mean": 4.0,
+            "actor/entropy": 1 / step,
+            "timing_s/step": 0.5,
+            "perf/throughput": 100.0 + step,
+            "actor/kl_loss": "nan",
+        }
         if step % 10 == 0:
             row["val/arith/acc/mean@1"] = 0.2 if step == 10 else 0.6
         rows.append(json.dumps(row))
@@ -48,8 +55,9 @@ def test_no_metrics_file_says_how_to_get_one(tmp_path: Path) -> None:
 
 def test_cli_redraws(tmp_path: Path) -> None:
     write_metrics(tmp_path)
-    result = subprocess.run([sys.executable, str(ROOT / "scripts/plot_run.py"), str(tmp_path)], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/plot_run.py"), str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "curves.png").is_file()
     assert "+40.0 points" in result.stderr

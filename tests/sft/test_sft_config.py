@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import RECIPES, compose_sft
 from hydra.errors import ConfigCompositionException
+from sft_recipes import RECIPES, compose_sft
 
 from rlhf.sft_config import SFTConfig, validate_sft
 

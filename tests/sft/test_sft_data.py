@@ -6,13 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_sft
+from sft_recipes import compose_sft
 from transformers import AutoTokenizer
 
 from rlhf.sft_trainer import collate, encode_examples, num_sft_steps, sft_target
 
-ROW = {"prompt": [{"role": "user", "content": "12+34="}], "reward_model": {"ground_truth": "46"},
-       "data_source": "arith", "extra_info": {"answer": "forty-six"}}
+ROW = {
+    "prompt": [{"role": "user", "content": "12+34="}],
+    "reward_model": {"ground_truth": "46"},
+    "data_source": "arith",
+    "extra_info": {"answer": "forty-six"},
+}
 
 
 def test_target_defaults_to_ground_truth_unless_a_response_column_exists() -> None:
@@ -30,7 +34,10 @@ def test_examples_end_with_eos_and_long_rows_are_dropped(tiny_model_dir: Path) -
     examples = encode_examples([ROW, long_row], tokenizer, cfg)
     assert len(examples) == 1
     assert tokenizer.decode(examples[0]["prompt_ids"]) == "12+34="
-    assert examples[0]["response_ids"] == [*tokenizer("46", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    assert examples[0]["response_ids"] == [
+        *tokenizer("46", add_special_tokens=False)["input_ids"],
+        tokenizer.eos_token_id,
+    ]
 
 
 def test_collate_matches_the_rollout_layout() -> None:
@@ -38,7 +45,7 @@ def test_collate_matches_the_rollout_layout() -> None:
 
     examples = [{"prompt_ids": [5, 6, 7], "response_ids": [8, 1]}, {"prompt_ids": [9], "response_ids": [10, 11, 12, 1]}]
     ours = collate(examples, pad_id=0)
-    theirs = assemble([e["prompt_ids"] for e in examples], [e["response_ids"] for e in examples], 4, pad_id=0)
+    theirs = assemble([e["prompt_ids"] for e in examples], [e["response_ids"] for e in examples], 3, 4, pad_id=0)
     for key in ("input_ids", "attention_mask", "position_ids", "responses", "response_mask"):
         assert torch.equal(ours[key], theirs[key]), key
 

@@ -14,22 +14,30 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from conftest import compose_sft  # noqa: E402
+from rlhf.workers.base import free_port  # noqa: E402
+from rlhf.workers.sft import SFTWorker, masked_nll  # noqa: E402
+from sft_recipes import compose_sft  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from rlhf.batch import Batch  # noqa: E402
 from rlhf.data import make_arith_rows  # noqa: E402
 from rlhf.sft_trainer import collate, encode_examples  # noqa: E402
-from rlhf.workers.base import free_port  # noqa: E402
-from rlhf.workers.sft import SFTWorker, masked_nll  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def worker(tiny_model_dir: Path) -> Iterator[SFTWorker]:
-    cfg = compose_sft("sft_arith_tiny", [
-        f"model.path={tiny_model_dir}", "model.build_tiny=false", "trainer.num_devices_per_node=1",
-        "sft.batch_size=8", "sft.micro_batch_size_per_device=4", "optim.lr=3e-3", "optim.warmup_steps=0",
-    ])
+    cfg = compose_sft(
+        "sft_arith_tiny",
+        [
+            f"model.path={tiny_model_dir}",
+            "model.build_tiny=false",
+            "trainer.num_devices_per_node=1",
+            "sft.batch_size=8",
+            "sft.micro_batch_size_per_device=4",
+            "optim.lr=3e-3",
+            "optim.warmup_steps=0",
+        ],
+    )
     torch.manual_seed(0)
     w = SFTWorker("sft", 0, 1, cfg, "cpu")
     w.init_distributed("127.0.0.1", free_port(), "gloo")
@@ -51,8 +59,12 @@ def test_loss_is_cross_entropy_on_response_tokens_only(worker: SFTWorker, batch:
     labels[:, :-response_len] = -100  # prompt tokens are not trained on
     labels[:, -response_len:][batch["response_mask"] == 0] = -100
     with torch.no_grad():
-        hf = worker.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          position_ids=batch["position_ids"], labels=labels).loss
+        hf = worker.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            labels=labels,
+        ).loss
         ours = masked_nll(worker._log_probs(batch), batch["response_mask"], batch["response_mask"].sum().item())
     torch.testing.assert_close(ours, hf, atol=1e-5, rtol=1e-5)
 
@@ -69,8 +81,9 @@ def test_saved_model_loads_in_transformers(worker: SFTWorker, batch: Batch, tmp_
     worker.save_hf_model(str(tmp_path))
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path).eos_token_id == worker.tokenizer.eos_token_id
-    inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  position_ids=batch["position_ids"])
+    inputs = dict(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).logits, worker.model(**inputs).logits)
 
@@ -92,8 +105,13 @@ def test_saved_model_loads_in_vllm_and_generates_as_the_trainer(worker: SFTWorke
     worker.save_hf_model(str(tmp_path))
     prompts = [worker.tokenizer(f"{a}+{b}=", add_special_tokens=False)["input_ids"] for a, b in ((1, 2), (30, 4))]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    result = subprocess.run([sys.executable, "-c", VLLM_SCRIPT, str(tmp_path), json.dumps(prompts)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", VLLM_SCRIPT, str(tmp_path), json.dumps(prompts)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     texts = json.loads(result.stdout.split("RESULT")[-1])
     ours = worker.generate(Batch(non_tensors={"prompt_ids": prompts})).non_tensors["response_text"]
