@@ -1,21 +1,17 @@
-"""Ray start-up, resource pools and the typed worker groups the trainer talks to.
+"""Resource pools and the typed worker groups the RL trainer talks to (Ray start-up is in rlhf.ray_setup).
 
-`start_ray` joins a running cluster ($RAY_ADDRESS, or `trainer.ray_address`) or starts a local one. The group
-classes give every worker method a typed signature on the controller side, so the trainer reads like
+The group classes give every worker method a typed signature on the controller side, so the trainer reads like
 single-process code and a type checker sees every call.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-
-import ray
-import torch
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
+from rlhf.ray_setup import resolve_device, worker_env
 from rlhf.workers.critic import CriticWorker
 from rlhf.workers.group import ResourcePool, WorkerGroup
 from rlhf.workers.hybrid import ActorRolloutRefWorker
@@ -23,45 +19,6 @@ from rlhf.workers.reward import RewardWorker
 from rlhf.workers.reward_model import RewardModelWorker
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(requested: str) -> str:
-    """`trainer.device=auto` picks CUDA when the driver sees a GPU, else CPU."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
-    return requested
-
-
-def worker_env(cfg: RLHFConfig, device: str) -> dict[str, str]:
-    """Environment variables every worker process needs before it imports DeepSpeed or vLLM."""
-    threads = str(max(1, int(cfg.trainer.cpus_per_worker)))
-    env = {
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # vLLM in this process: weight sync without copies
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": threads,
-        "PYTHONUNBUFFERED": "1",
-    }
-    if device == "cpu":
-        env["DS_ACCELERATOR"] = "cpu"
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.rollout.kv_cache_gb)
-    return env
-
-
-def start_ray(cfg: RLHFConfig) -> None:
-    """Connect to a cluster if one is named, else start a local Ray sized to the job."""
-    if ray.is_initialized():
-        return
-    address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        logger.info("connected to Ray cluster at %s", address)
-        return
-    world = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
-    num_cpus = max(os.cpu_count() or 1, int(world * cfg.trainer.cpus_per_worker) + 1)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    logger.info("started a local Ray instance with %d CPUs", num_cpus)
 
 
 class ActorRolloutRefGroup(WorkerGroup):
@@ -142,7 +99,7 @@ def create_groups(cfg: RLHFConfig) -> Groups:
     each gets its own pool of GPUs.
     """
     device = resolve_device(cfg.trainer.device)
-    env = worker_env(cfg, device)
+    env = worker_env(cfg.trainer, device, cfg.rollout.kv_cache_gb)
     world = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
     pool = ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
     policy = ActorRolloutRefGroup(

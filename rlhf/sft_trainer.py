@@ -9,7 +9,6 @@ written in Hugging Face format to `<run_dir>/final_model`, ready for `model.path
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,8 +23,10 @@ from rlhf.batch import Batch
 from rlhf.data import PromptDataLoader, encode_prompts
 from rlhf.metrics import validation_metrics
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
+from rlhf.ray_setup import resolve_device, start_ray, worker_env
 from rlhf.rewards import RewardItem
 from rlhf.rewards.scoring import score_one
+from rlhf.sequences import assemble
 from rlhf.sft_config import SFTConfig
 from rlhf.tracking import Tracker
 from rlhf.workers.group import ResourcePool, WorkerGroup
@@ -79,32 +80,14 @@ def encode_examples(
 
 
 def collate(examples: list[dict[str, list[int]]], pad_id: int) -> Batch:
-    """Prompts left-padded, targets right-padded, as the rollout lays them out (`rlhf.workers.rollout.assemble`).
+    """The rollout's layout (`rlhf.sequences.assemble`), padded to this batch's longest prompt and target.
 
     Returns:
         Batch with input_ids / attention_mask / position_ids [B, P+R], responses and response_mask [B, R].
     """
-    prompt_len = max(len(e["prompt_ids"]) for e in examples)
-    response_len = max(len(e["response_ids"]) for e in examples)
-    size = len(examples)
-    prompts = torch.full((size, prompt_len), pad_id, dtype=torch.long)
-    responses = torch.full((size, response_len), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros(size, prompt_len, dtype=torch.long)
-    response_mask = torch.zeros(size, response_len, dtype=torch.long)
-    for i, e in enumerate(examples):
-        p, r = e["prompt_ids"], e["response_ids"]
-        prompts[i, prompt_len - len(p) :], prompt_mask[i, prompt_len - len(p) :] = torch.tensor(p), 1
-        responses[i, : len(r)], response_mask[i, : len(r)] = torch.tensor(r), 1
-    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
-    return Batch(
-        {
-            "input_ids": torch.cat([prompts, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": (attention_mask.cumsum(dim=1) - 1).clamp(min=0),  # real tokens only, as vLLM counts them
-            "responses": responses,
-            "response_mask": response_mask.float(),
-        }
-    )
+    prompts = [e["prompt_ids"] for e in examples]
+    targets = [e["response_ids"] for e in examples]
+    return assemble(prompts, targets, max(map(len, prompts)), max(map(len, targets)), pad_id)
 
 
 def num_sft_steps(cfg: SFTConfig, num_examples: int) -> int:
@@ -153,10 +136,10 @@ class SFTTrainer:
         self.loader = PromptDataLoader(self.train_examples, cfg.sft.batch_size, shuffle=cfg.data.shuffle, seed=t.seed)
         self.total_steps = num_sft_steps(cfg, len(self.train_examples))
         self.num_devices = t.nnodes * t.num_devices_per_node
-        device = "cuda" if t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available()) else "cpu"
-        _start_ray(cfg, self.num_devices)
+        device = resolve_device(t.device)
+        start_ray(t)
         pool = ResourcePool.create(self.num_devices, t.cpus_per_worker, device)
-        self.group = SFTGroup(SFTWorker, pool, "sft", dict(cfg=cfg, device=device), _worker_env(cfg, device))
+        self.group = SFTGroup(SFTWorker, pool, "sft", dict(cfg=cfg, device=device), worker_env(t, device))
         self.group.init_model()
         self.tracker = Tracker(t.logger, t.project_name, t.experiment_name, self.run_dir, asdict(cfg))
 
@@ -214,27 +197,3 @@ class SFTTrainer:
             self.tracker.finish()
         if ray.is_initialized():
             ray.shutdown()
-
-
-def _worker_env(cfg: SFTConfig, device: str) -> dict[str, str]:
-    """What every SFT worker needs before it imports DeepSpeed (as `rlhf.cluster.worker_env`, without vLLM)."""
-    env = {
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": str(max(1, int(cfg.trainer.cpus_per_worker))),
-        "PYTHONUNBUFFERED": "1",
-    }
-    if device == "cpu":
-        env["DS_ACCELERATOR"] = "cpu"
-    return env
-
-
-def _start_ray(cfg: SFTConfig, world: int) -> None:
-    """Join $RAY_ADDRESS / trainer.ray_address, else start a local Ray sized to the job."""
-    if ray.is_initialized():
-        return
-    address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return
-    num_cpus = max(os.cpu_count() or 1, int(world * cfg.trainer.cpus_per_worker) + 1)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)

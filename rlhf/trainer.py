@@ -38,11 +38,12 @@ from rlhf.algorithms import (
 )
 from rlhf.batch import Batch
 from rlhf.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
-from rlhf.cluster import Groups, create_groups, resolve_device, start_ray
+from rlhf.cluster import Groups, create_groups
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
 from rlhf.metrics import data_metrics, throughput_metrics
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
+from rlhf.ray_setup import resolve_device, start_ray
 from rlhf.tracking import Tracker
 from rlhf.validation import TABLE_COLUMNS, Validator
 
@@ -99,7 +100,7 @@ class RLTrainer:
         device = resolve_device(cfg.trainer.device)
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
         checkpoint = self.checkpoints.resolve(self.resume)
-        start_ray(cfg)
+        start_ray(cfg.trainer)
         self.groups = create_groups(cfg)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)

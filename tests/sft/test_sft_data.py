@@ -41,7 +41,7 @@ def test_examples_end_with_eos_and_long_rows_are_dropped(tiny_model_dir: Path) -
 
 
 def test_collate_matches_the_rollout_layout() -> None:
-    from rlhf.workers.rollout import assemble  # noqa: PLC0415 (imports vLLM)
+    from rlhf.sequences import assemble  # noqa: PLC0415
 
     examples = [{"prompt_ids": [5, 6, 7], "response_ids": [8, 1]}, {"prompt_ids": [9], "response_ids": [10, 11, 12, 1]}]
     ours = collate(examples, pad_id=0)

@@ -13,10 +13,10 @@ os.environ["DS_ACCELERATOR"] = "cpu"
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from rlhf.workers.actor import Actor  # noqa: E402
-from rlhf.workers.rollout import assemble  # noqa: E402
 
 from recipes import compose_recipe  # noqa: E402
 from rlhf.batch import Batch  # noqa: E402
+from rlhf.sequences import assemble  # noqa: E402
 
 NUM_SEQS, RESPONSE_LEN = 8, 6
 

@@ -1,5 +1,6 @@
 import torch
-from rlhf.workers.rollout import assemble
+
+from rlhf.sequences import assemble
 
 
 def test_assemble_pads_prompts_left_and_responses_right() -> None:
