@@ -112,7 +112,6 @@ class TrainerConfig:
     project_name: str = "rlhf"
     experiment_name: str = "default"
     total_steps: int = 10  # RL steps (each: generate, score, update, sync)
-    total_epochs: int = 0  # if > 0, stop after this many passes over the data, whichever comes first
     device: str = "auto"  # auto | cpu | cuda
     nnodes: int = 1
     num_devices_per_node: int = 2  # actor ranks per node (CPU: processes; CUDA: GPUs)
@@ -130,7 +129,10 @@ class TrainerConfig:
     max_consecutive_skipped_updates: int = 3  # stop the run after this many NaN/inf updates in a row
     deterministic: bool = False  # deterministic torch kernels in the workers (exact resume on CPU)
     seed: int = 1
-    log_rollout_logprob_diff: bool = True  # contract 2: compare trainer vs vLLM log-probs every step
+
+    def run_dir(self) -> Path:
+        """<output_dir>/<project>/<experiment>, absolute so that workers (other working directories) write there."""
+        return (Path(self.output_dir) / self.project_name / self.experiment_name).resolve()
 
 
 @dataclass

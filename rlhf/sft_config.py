@@ -46,13 +46,11 @@ class SFTConfig:
 UNUSED_KEYS: dict[str, str | None] = {
     "data.train_batch_size": "sft.batch_size",
     "trainer.total_steps": "sft.total_steps",
-    "trainer.total_epochs": "sft.epochs",
     "trainer.save_freq": None,
     "trainer.keep_last": None,
     "trainer.resume": None,
     "trainer.max_restarts": None,
     "trainer.max_consecutive_skipped_updates": None,
-    "trainer.log_rollout_logprob_diff": None,
 }
 
 

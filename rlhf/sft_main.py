@@ -11,7 +11,6 @@ The config is composed from `recipes/` over the `sft_schema` dataclasses (unknow
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -24,18 +23,12 @@ logger = logging.getLogger("rlhf")
 register_sft_schema()
 
 
-def run_dir_of(cfg: SFTConfig) -> Path:
-    """Absolute, so that workers (whose working directory may differ) write to the same place."""
-    t = cfg.trainer
-    return (Path(t.output_dir) / t.project_name / t.experiment_name).resolve()
-
-
 def run(cfg: SFTConfig) -> dict[str, float]:
     """Validate, build the tiny model if asked, fine-tune; returns the last step's metrics."""
     validate_sft(cfg)
     if cfg.model.build_tiny:
         build_tiny_model(cfg.model.path)
-    run_dir = run_dir_of(cfg)
+    run_dir = cfg.trainer.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     # Imported after validation on purpose: the trainer pulls in Ray and DeepSpeed, and a config error must be

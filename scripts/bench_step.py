@@ -32,7 +32,6 @@ from vllm.inputs import TokensPrompt  # noqa: E402
 
 from rlhf.config import RLHFConfig, register_schema, to_typed, validate  # noqa: E402
 from rlhf.data import PromptDataLoader  # noqa: E402
-from rlhf.main import run_dir_of  # noqa: E402
 from rlhf.models.tiny import build_tiny_model  # noqa: E402
 from rlhf.prompts import rows_to_batch  # noqa: E402
 from rlhf.trainer import RLTrainer  # noqa: E402
@@ -43,7 +42,7 @@ WORK_STAGES = ("gen", "old_log_prob", "ref", "update_actor", "sync_weights")
 
 
 def measure_framework(cfg: RLHFConfig, warmup: int, steps: int) -> tuple[list[dict[str, float]], list]:
-    trainer = RLTrainer(cfg, run_dir_of(cfg), resume="never")
+    trainer = RLTrainer(cfg, cfg.trainer.run_dir(), resume="never")
     trainer.setup()
     try:
         records, prompt_batches = [], []
