@@ -30,7 +30,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   else
     $PIP install --quiet -r "$REQS"
   fi
-  $PIP install --quiet --no-deps --no-build-isolation -e .
+  $PIP install --quiet --no-deps -e .
   echo "$WANT" > "$STAMP"
 else
   echo "setup: $FLAVOR stack already installed in $VENV"
