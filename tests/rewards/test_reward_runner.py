@@ -74,9 +74,10 @@ def test_dict_returns_become_extra_metrics():
 
 def test_pool_is_reused_across_calls():
     with RewardRunner(SPEC_PREFIX + "pid_score", num_workers=2, timeout_s=30) as runner:
-        first = set(runner.score(_items(["x"] * 40)).scores)
-        second = set(runner.score(_items(["x"] * 40)).scores)
-    assert len(first) <= 2 and first == second
+        # Which of the 2 workers takes which chunk varies (one may still be starting), so compare the union: a pool
+        # rebuilt on every call would show more than 2 distinct worker processes over 3 calls.
+        pids = [set(runner.score(_items(["x"] * 40)).scores) for _ in range(3)]
+    assert len(set().union(*pids)) <= 2, pids
 
 
 def test_default_functions_by_data_source():
