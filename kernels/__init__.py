@@ -5,14 +5,16 @@
     log_probs, entropy = fused_log_probs(hidden, lm_head.weight, targets, temperature=0.7)  # [B, S] each
     (-(log_probs * advantages).mean() - 0.01 * entropy.mean()).backward()  # grads reach hidden and lm_head.weight
 
-Backends: triton_logprobs.py (CUDA), torch_logprobs.py (chunked torch, CPU path and reference), naive.py (tests).
+Backends: triton_logprobs.py (CUDA), torch_logprobs.py (chunked torch, CPU path and reference), naive.py (tests);
+both fused backends go through the one autograd wrapper in autograd.py.
 """
 
 from torch import Tensor
 
+from . import torch_logprobs
+from .autograd import apply_fused
 from .checks import check_options, check_tensors, resolve_backend
 from .naive import naive_log_probs
-from .torch_logprobs import chunked_log_probs
 
 try:  # triton is optional: CPU-only installs run the chunked torch path
     from . import triton_logprobs
@@ -66,12 +68,8 @@ def fused_log_probs(
     flat_hidden = hidden.view(-1, hidden.shape[-1])  # [T, d]; a view, so gradients flow back to [B, S, d]
     flat_targets = targets.view(-1)
     # Zero tokens: the torch path handles it (its chunk loops run zero times); a Triton grid cannot be empty.
-    if chosen == "triton" and flat_targets.numel() > 0:
-        log_probs, entropy = triton_logprobs.triton_log_probs(
-            flat_hidden, weight, flat_targets, float(temperature), bias, compute_entropy, chunk_size
-        )
-    else:
-        log_probs, entropy = chunked_log_probs(
-            flat_hidden, weight, flat_targets, float(temperature), bias, compute_entropy, chunk_size
-        )
+    backend_module = triton_logprobs if chosen == "triton" and flat_targets.numel() > 0 else torch_logprobs
+    log_probs, entropy = apply_fused(
+        backend_module, flat_hidden, weight, flat_targets, float(temperature), bias, compute_entropy, chunk_size
+    )
     return log_probs.view(targets.shape), (None if entropy is None else entropy.view(targets.shape))

@@ -91,71 +91,16 @@ def _backward(hidden, weight32, bias32, targets, lse, entropy, grad_lp, grad_ent
     return grad_hidden, grad_weight, grad_bias
 
 
-class ChunkedLogProbs(torch.autograd.Function):
-    """Autograd function over (hidden [T, d], weight [V, d], bias [V] | None, targets [T]) -> (log_probs, entropy)."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, temperature, compute_entropy, chunk_size):
-        inv_temp = 1.0 / temperature
-        weight32 = weight.float()  # no copy for float32; 16-bit W is upcast once so logits accumulate in float32
-        bias32 = None if bias is None else bias.float()
-        log_probs, entropy, lse = _forward(hidden, weight32, bias32, targets, inv_temp, compute_entropy, chunk_size)
-        ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
-        ctx.inv_temp, ctx.chunk_size, ctx.compute_entropy = inv_temp, chunk_size, compute_entropy
-        ctx.set_materialize_grads(False)  # an unused output arrives as None and its gradient work is skipped
-        if not compute_entropy:
-            ctx.mark_non_differentiable(entropy)
-        return log_probs, entropy
-
-    @staticmethod
-    def backward(ctx, grad_log_probs, grad_entropy):
-        hidden, weight, bias, targets, lse, entropy = ctx.saved_tensors
-        if not ctx.compute_entropy:
-            grad_entropy = None
-        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
-        if (grad_log_probs is None and grad_entropy is None) or not any(needs):
-            return None, None, None, None, None, None, None
-        weight32 = weight.float()
-        bias32 = None if bias is None else bias.float()
-        grads = _backward(
-            hidden,
-            weight32,
-            bias32,
-            targets,
-            lse,
-            entropy,
-            grad_log_probs,
-            grad_entropy,
-            ctx.inv_temp,
-            ctx.chunk_size,
-            needs,
-        )
-        grad_hidden, grad_weight, grad_bias = (
-            None if g is None else g.to(x.dtype) for g, x in zip(grads, (hidden, weight, bias), strict=True)
-        )
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+def forward(hidden, weight, bias, targets, inv_temp, compute_entropy, chunk_size):
+    """Backend entry (see autograd.py): 16-bit W is upcast once so logits accumulate in float32."""
+    weight32 = weight.float()  # no copy for float32
+    bias32 = None if bias is None else bias.float()
+    return _forward(hidden, weight32, bias32, targets, inv_temp, compute_entropy, chunk_size)
 
 
-def chunked_log_probs(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    temperature: float = 1.0,
-    bias: Tensor | None = None,
-    compute_entropy: bool = True,
-    chunk_size: int = 1024,
-) -> tuple[Tensor, Tensor | None]:
-    """Log p(targets) and row entropy with logits (hidden @ weight.T + bias) / temperature, `chunk_size` tokens at a time.
-
-    Inputs are assumed validated (see checks.py).
-
-    Args:
-        hidden: [T, d] contiguous, float32 / bfloat16 / float16.
-        weight: [V, d] same dtype. bias: None or [V].
-        targets: [T] int64.
-
-    Returns:
-        log_probs: [T] float32. entropy: [T] float32, or None when compute_entropy is False.
-    """
-    log_probs, entropy = ChunkedLogProbs.apply(hidden, weight, bias, targets, temperature, compute_entropy, chunk_size)
-    return log_probs, (entropy if compute_entropy else None)
+def backward(hidden, weight, bias, targets, lse, entropy, grad_lp, grad_ent, inv_temp, chunk_size, needs):
+    """Backend entry (see autograd.py)."""
+    bias32 = None if bias is None else bias.float()
+    return _backward(
+        hidden, weight.float(), bias32, targets, lse, entropy, grad_lp, grad_ent, inv_temp, chunk_size, needs
+    )

@@ -11,7 +11,6 @@ Runs on CPU tensors under the Triton interpreter when TRITON_INTERPRET=1 is set 
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 from triton.runtime.interpreter import InterpretedFunction
 
 
@@ -134,8 +133,11 @@ def _launch_options(dtype: torch.dtype) -> tuple[dict, int]:
     return cfg, cols_per_split
 
 
-def _forward(hidden, weight, bias, targets, inv_temp, compute_entropy):
-    """log_probs, entropy (or empty) and lse, all [T] float32."""
+def forward(hidden, weight, bias, targets, inv_temp, compute_entropy, chunk_size):
+    """Backend entry (see autograd.py): log_probs, entropy (or empty) and lse, all [T] float32.
+
+    `chunk_size` only matters for the backward (the forward needs no [T, V] buffer at all).
+    """
     num_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     options, cols_per_split = _launch_options(hidden.dtype)
@@ -157,8 +159,8 @@ def _forward(hidden, weight, bias, targets, inv_temp, compute_entropy):
     return log_probs, entropy, lse
 
 
-def _backward(hidden, weight, bias, targets, lse, entropy, grad_lp, grad_ent, inv_temp, chunk_size, needs):
-    """dH [T, d] in hidden's dtype, dW [V, d] and db [V] accumulated in float32 (None where not needed)."""
+def backward(hidden, weight, bias, targets, lse, entropy, grad_lp, grad_ent, inv_temp, chunk_size, needs):
+    """Backend entry (see autograd.py): dH [T, d] in hidden's dtype, dW [V, d] and db [V] accumulated in float32 (None where not needed)."""
     num_tokens, hidden_size = hidden.shape
     vocab = weight.shape[0]
     need_hidden, need_weight, need_bias = needs
@@ -192,70 +194,3 @@ def _backward(hidden, weight, bias, targets, lse, entropy, grad_lp, grad_ent, in
         if need_bias:
             grad_bias += dz.sum(dim=0, dtype=torch.float32)
     return grad_hidden, grad_weight, grad_bias
-
-
-class TritonLogProbs(torch.autograd.Function):
-    """Autograd function over (hidden [T, d], weight [V, d], bias [V] | None, targets [T]) -> (log_probs, entropy)."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, temperature, compute_entropy, chunk_size):
-        inv_temp = 1.0 / temperature
-        log_probs, entropy, lse = _forward(hidden, weight, bias, targets, inv_temp, compute_entropy)
-        ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy)
-        ctx.inv_temp, ctx.chunk_size, ctx.compute_entropy = inv_temp, chunk_size, compute_entropy
-        ctx.set_materialize_grads(False)  # an unused output arrives as None and its gradient work is skipped
-        if not compute_entropy:
-            ctx.mark_non_differentiable(entropy)
-        return log_probs, entropy
-
-    @staticmethod
-    def backward(ctx, grad_log_probs, grad_entropy):
-        hidden, weight, bias, targets, lse, entropy = ctx.saved_tensors
-        if not ctx.compute_entropy:
-            grad_entropy = None
-        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
-        if (grad_log_probs is None and grad_entropy is None) or not any(needs):
-            return None, None, None, None, None, None, None
-        grads = _backward(
-            hidden,
-            weight,
-            bias,
-            targets,
-            lse,
-            entropy,
-            grad_log_probs,
-            grad_entropy,
-            ctx.inv_temp,
-            ctx.chunk_size,
-            needs,
-        )
-        grad_hidden, grad_weight, grad_bias = (
-            None if g is None else g.to(x.dtype) for g, x in zip(grads, (hidden, weight, bias), strict=True)
-        )
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
-
-
-def triton_log_probs(
-    hidden: Tensor,
-    weight: Tensor,
-    targets: Tensor,
-    temperature: float = 1.0,
-    bias: Tensor | None = None,
-    compute_entropy: bool = True,
-    chunk_size: int = 1024,
-) -> tuple[Tensor, Tensor | None]:
-    """Log p(targets) and row entropy with logits (hidden @ weight.T + bias) / temperature, computed by Triton kernels.
-
-    Inputs are assumed validated (see checks.py); CUDA tensors, or CPU tensors when INTERPRETED.
-
-    Args:
-        hidden: [T, d] contiguous, float32 / bfloat16 / float16.
-        weight: [V, d] same dtype. bias: None or [V].
-        targets: [T] int64.
-        chunk_size: tokens per backward chunk; the backward holds one [chunk_size, V] buffer in the input dtype.
-
-    Returns:
-        log_probs: [T] float32. entropy: [T] float32, or None when compute_entropy is False.
-    """
-    log_probs, entropy = TritonLogProbs.apply(hidden, weight, bias, targets, temperature, compute_entropy, chunk_size)
-    return log_probs, (entropy if compute_entropy else None)

@@ -1,7 +1,8 @@
-"""Resource pools and the typed worker groups the RL trainer talks to (Ray start-up is in rlhf.ray_setup).
+"""The typed worker groups the RL trainer talks to, and `create_groups` (Ray start-up is in rlhf.ray_setup).
 
-The group classes give every worker method a typed signature on the controller side, so the trainer reads like
-single-process code and a type checker sees every call.
+Each group class wraps its worker's dispatched methods one line each (`self.call(Worker.method, ...)`), so the
+trainer reads like single-process code and an IDE or a type checker follows every call to the worker;
+tests/workers/test_dispatch.py fails when a wrapper and its worker method disagree.
 """
 
 from __future__ import annotations
@@ -22,64 +23,72 @@ logger = logging.getLogger(__name__)
 
 
 class ActorRolloutRefGroup(WorkerGroup):
-    """The colocated policy group: typed wrappers over `ActorRolloutRefWorker`'s dispatched methods."""
+    """The colocated policy group: one typed wrapper per dispatched method of `ActorRolloutRefWorker`."""
+
+    worker_cls = ActorRolloutRefWorker
 
     def init_model(self) -> None:
-        self.call("init_model")
+        self.call(ActorRolloutRefWorker.init_model)
 
-    def generate(self, prompts: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
-        return self.call("generate", prompts, temperature=temperature, n=n)
+    def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
+        return self.call(ActorRolloutRefWorker.generate, batch, temperature=temperature, n=n)
 
     def compute_log_prob(self, batch: Batch) -> Batch:
-        return self.call("compute_log_prob", batch)
+        return self.call(ActorRolloutRefWorker.compute_log_prob, batch)
 
     def compute_ref_log_prob(self, batch: Batch) -> Batch:
-        return self.call("compute_ref_log_prob", batch)
+        return self.call(ActorRolloutRefWorker.compute_ref_log_prob, batch)
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
-        return self.call("update_actor", batch)[0]  # metrics are reduced over ranks: rank 0 speaks for all
+        return self.call(ActorRolloutRefWorker.update_actor, batch)
 
     def sync_weights(self) -> float:
-        return max(self.call("sync_weights"))
+        return self.call(ActorRolloutRefWorker.sync_weights)
 
     def save_hf_model(self, path: str) -> None:
-        self.call("save_hf_model", path)
+        self.call(ActorRolloutRefWorker.save_hf_model, path)
 
     def save_checkpoint(self, directory: str) -> None:
-        self.call("save_checkpoint", directory)
+        self.call(ActorRolloutRefWorker.save_checkpoint, directory)
 
     def load_checkpoint(self, directory: str) -> None:
-        self.call("load_checkpoint", directory)
+        self.call(ActorRolloutRefWorker.load_checkpoint, directory)
 
 
 class RewardGroup(WorkerGroup):
+    worker_cls = RewardWorker
+
     def compute_score(self, batch: Batch) -> Batch:
-        return self.call("compute_score", batch)
+        return self.call(RewardWorker.compute_score, batch)
 
     def close(self) -> None:
-        self.call("close")
+        self.call(RewardWorker.close)
 
 
 class RewardModelGroup(WorkerGroup):
+    worker_cls = RewardModelWorker
+
     def compute_rm_score(self, batch: Batch) -> Batch:
-        return self.call("compute_rm_score", batch)
+        return self.call(RewardModelWorker.compute_rm_score, batch)
 
 
 class CriticGroup(WorkerGroup):
+    worker_cls = CriticWorker
+
     def init_model(self) -> None:
-        self.call("init_model")
+        self.call(CriticWorker.init_model)
 
     def compute_values(self, batch: Batch) -> Batch:
-        return self.call("compute_values", batch)
+        return self.call(CriticWorker.compute_values, batch)
 
     def update_critic(self, batch: Batch) -> dict[str, float]:
-        return self.call("update_critic", batch)[0]  # reduced over ranks
+        return self.call(CriticWorker.update_critic, batch)
 
     def save_checkpoint(self, directory: str) -> None:
-        self.call("save_checkpoint", directory)
+        self.call(CriticWorker.save_checkpoint, directory)
 
     def load_checkpoint(self, directory: str) -> None:
-        self.call("load_checkpoint", directory)
+        self.call(CriticWorker.load_checkpoint, directory)
 
 
 @dataclass
@@ -103,7 +112,6 @@ def create_groups(cfg: RLHFConfig) -> Groups:
     world = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
     pool = ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
     policy = ActorRolloutRefGroup(
-        ActorRolloutRefWorker,
         pool,
         "actor_rollout_ref",
         dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref()),
@@ -112,19 +120,18 @@ def create_groups(cfg: RLHFConfig) -> Groups:
     # Reward actors take a sliver of CPU: their processes run between the policy's stages, not during them.
     reward_pool = ResourcePool.create(cfg.reward.num_workers, 0.01, "cpu")
     groups = Groups(
-        policy, RewardGroup(RewardWorker, reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False)
+        policy, RewardGroup(reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False)
     )
     shared = pool if device == "cpu" else None
     share_cpus = 0.0 if device == "cpu" else None
     if cfg.algorithm.needs_critic():
         critic_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
         groups.critic = CriticGroup(
-            CriticWorker, critic_pool, "critic", dict(cfg=cfg, device=device), env, cpus_per_actor=share_cpus
+            critic_pool, "critic", dict(cfg=cfg, device=device), env, cpus_per_actor=share_cpus
         )
     if cfg.reward.model_path is not None:
         rm_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
         groups.reward_model = RewardModelGroup(
-            RewardModelWorker,
             rm_pool,
             "reward_model",
             dict(cfg=cfg, policy_tokenizer_path=cfg.model.path),

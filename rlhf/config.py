@@ -1,134 +1,243 @@
-"""Typed configuration: the one home of every default, and the checks that run before any worker starts.
+"""Typed configuration: the one home of every key, its default, its domain and a line saying what it does.
 
-Hydra composes the recipe YAML over these dataclasses (registered as the schema `rlhf_schema`), so an unknown key
-fails at compose time; `validate` then checks what YAML types cannot express (batch sizes that divide, paths that
-exist, lengths that fit the model's context) and names the key at fault.
+Hydra composes the recipe YAML over a plain mirror of these dataclasses (registered as `rlhf_schema`, see
+`rlhf.schema`), `to_typed` builds them (unknown keys fail however they were written) and `validate` checks, in the
+driver and before any worker starts, every field's declared domain (`Literal` choices, `Range`s) and what types
+cannot express (batch sizes that divide, paths that exist, lengths that fit the model's context), naming the key.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf.algorithms.config import AlgorithmConfig
 from rlhf.models.tiny import TinyModelSpec
+from rlhf.rewards.registry import load_reward_fn
+from rlhf.schema import ConfigError, OneOrMany, Range, build, check_fields, hydra_schema
+
+POSITIVE_INT = Range(ge=1)
+COUNT = Range(ge=0)
+POSITIVE = Range(gt=0)
+FRACTION = Range(gt=0, le=1)
+Dtype = Literal["float32", "bfloat16"]
+ZeroStage = Literal[0, 1, 2, 3]
+KernelBackend = Literal["auto", "torch", "triton", "naive"]
+OptimizerName = Literal["AdamW", "Adam", "SGD", "Adagrad", "RMSprop"]
 
 
 @dataclass
 class ModelConfig:
-    path: str = "models/tiny-qwen2"  # HF folder; the tiny one is built by `build_tiny` when missing
-    build_tiny: bool = False  # build the local tiny model at `path` if it is not there (no hub needed)
-    dtype: str = "float32"  # float32 | bfloat16 for training and rollout weights
-    gradient_checkpointing: bool = False  # trade compute for activation memory on big models
+    """The policy model (actor, rollout and reference all start from it)."""
+
+    path: str = "models/tiny-qwen2"
+    """Hugging Face model folder; with build_tiny the local tiny model is built there when missing."""
+    build_tiny: bool = False
+    """Build the local tiny model (character tokenizer + small Qwen2) at `path` if it is not there; no hub needed."""
+    dtype: Dtype = "float32"
+    """Weights for training and rollout: float32, or bfloat16 (DeepSpeed keeps fp32 master weights)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for big models, about a third more compute."""
 
 
 @dataclass
 class OptimConfig:
-    name: str = "AdamW"  # AdamW, Adam, or any torch.optim class name (e.g. SGD), passed to DeepSpeed
-    lr: float = 1e-6  # verl's GRPO default; the tiny recipe raises it
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 0  # linear warm-up of the learning rate over optimizer steps
-    grad_clip: float = 1.0  # max global gradient norm (0 disables)
+    """Optimizer and learning-rate schedule of one trained model (DeepSpeed builds it)."""
+
+    name: OptimizerName = "AdamW"
+    """Optimizer: AdamW and Adam use torch's implementation inside DeepSpeed; the others are torch.optim classes."""
+    lr: Annotated[float, POSITIVE] = 1e-6
+    """Peak learning rate (verl's GRPO default; the tiny recipes raise it)."""
+    weight_decay: Annotated[float, COUNT] = 0.0
+    """Decoupled weight decay (AdamW) or L2 penalty (the others)."""
+    betas: list[Annotated[float, Range(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam's (beta1, beta2) moment decay rates."""
+    warmup_steps: Annotated[int, COUNT] = 0
+    """Linear learning-rate warm-up over this many optimizer steps (0: constant)."""
+    grad_clip: Annotated[float, COUNT] = 1.0
+    """Clip the global gradient norm to this (0 disables clipping)."""
 
 
 @dataclass
 class ActorConfig:
+    """Policy training: PPO-style epochs over mini-batches, gradient accumulation over micro-batches."""
+
     optim: OptimConfig = field(default_factory=OptimConfig)
-    ppo_mini_batch_size: int = 8  # prompts per optimizer step (x rollout.n sequences), global over ranks
-    micro_batch_size_per_device: int = 4  # sequences per forward/backward on one rank
-    ppo_epochs: int = 1  # passes over the rollout batch per step
-    shuffle: bool = True  # shuffle sequences between mini-batches each epoch
-    zero_stage: int = 2  # DeepSpeed ZeRO stage: 2 shards optimizer + gradients, 3 also parameters
-    fused_kernels: bool = True  # log-probs/entropy from hidden states without full [tokens, vocab] logits
-    kernel_backend: str = "auto"  # auto | torch | triton | naive (auto: triton on CUDA, chunked torch on CPU)
-    log_prob_micro_batch_size: int = 16  # sequences per forward when computing old/ref log-probs
+    """The actor's optimizer."""
+    ppo_mini_batch_size: Annotated[int, POSITIVE_INT] = 8
+    """Prompts per optimizer step (x rollout.n sequences), global over ranks."""
+    micro_batch_size_per_device: Annotated[int, POSITIVE_INT] = 4
+    """Sequences per forward/backward on one rank."""
+    ppo_epochs: Annotated[int, POSITIVE_INT] = 1
+    """Passes over the rollout batch per RL step."""
+    shuffle: bool = True
+    """Shuffle sequences between mini-batches each epoch."""
+    zero_stage: ZeroStage = 2
+    """DeepSpeed ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters."""
+    fused_kernels: bool = True
+    """Log-probs and entropy from hidden states without materialising [tokens, vocab] logits."""
+    kernel_backend: KernelBackend = "auto"
+    """Fused kernel backend: auto (Triton on CUDA, chunked torch on CPU), torch, triton or naive."""
+    log_prob_micro_batch_size: Annotated[int, POSITIVE_INT] = 16
+    """Sequences per forward when computing old log-probs."""
 
 
 @dataclass
 class CriticConfig:
     """The value model for PPO/GAE: a token-classification head (1 label) on the policy's architecture."""
 
-    model_path: str | None = None  # None: start from model.path with a fresh value head
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))  # critics learn faster than policies
-    micro_batch_size_per_device: int = 4  # sequences per forward/backward on one rank
-    ppo_epochs: int = 1  # passes over the rollout batch per step (mini-batches follow the actor's)
-    warmup_steps: int = 0  # first RL steps that train only the critic, leaving the actor unchanged
-    zero_stage: int = 2
+    model_path: str | None = None
+    """Value model folder; None starts from model.path with a fresh value head."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    """The critic's optimizer (critics learn faster than policies)."""
+    micro_batch_size_per_device: Annotated[int, POSITIVE_INT] = 4
+    """Sequences per forward/backward on one rank."""
+    ppo_epochs: Annotated[int, POSITIVE_INT] = 1
+    """Passes over the rollout batch per step (mini-batches follow the actor's)."""
+    warmup_steps: Annotated[int, COUNT] = 0
+    """First RL steps that train only the critic, leaving the actor unchanged."""
+    zero_stage: ZeroStage = 2
+    """DeepSpeed ZeRO stage of the critic."""
 
 
 @dataclass
 class RolloutConfig:
-    n: int = 4  # responses sampled per prompt (the GRPO group size)
-    temperature: float = 1.0  # applied identically by vLLM and by the trainer's log-probs
-    top_p: float = 1.0  # nucleus sampling; <1 makes trainer and vLLM log-probs differ by design
-    max_response_length: int = 16  # tokens generated per response
-    kv_cache_gb: int = 1  # CPU: whole GiB of RAM for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE)
-    gpu_memory_utilization: float = 0.5  # CUDA: fraction of device memory vLLM may take
-    enforce_eager: bool = True  # skip CUDA graph capture (start-up time vs decode speed)
-    free_cache_engine: bool = True  # CUDA: vLLM sleeps (frees KV cache and weights) while the actor trains
+    """Generation with vLLM (in the actor's process)."""
+
+    n: Annotated[int, POSITIVE_INT] = 4
+    """Responses sampled per prompt (the GRPO group size)."""
+    temperature: Annotated[float, POSITIVE] = 1.0
+    """Sampling temperature, applied identically by vLLM and by the trainer's log-probs."""
+    top_p: Annotated[float, FRACTION] = 1.0
+    """Nucleus sampling; below 1 the trainer's and vLLM's log-probs differ by design."""
+    max_response_length: Annotated[int, POSITIVE_INT] = 16
+    """Tokens generated per response at most."""
+    kv_cache_gb: Annotated[int, POSITIVE_INT] = 1
+    """CPU only: whole GiB of RAM for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: Annotated[float, FRACTION] = 0.5
+    """CUDA only: fraction of device memory vLLM may take."""
+    enforce_eager: bool = True
+    """Skip CUDA graph capture: faster start-up, slower decoding."""
+    free_cache_engine: bool = True
+    """CUDA only: vLLM sleeps (frees its KV cache and weights) while the actor trains."""
 
 
 @dataclass
 class RefConfig:
-    log_prob_micro_batch_size: int = 16  # sequences per forward of the frozen reference model
+    """The frozen reference policy (built only when a KL term is on)."""
+
+    log_prob_micro_batch_size: Annotated[int, POSITIVE_INT] = 16
+    """Sequences per forward of the reference model."""
 
 
 @dataclass
 class RewardConfig:
-    function: str | None = None  # "pkg.module:fn" or "path/file.py:fn"; None = built-in by data_source
-    num_workers: int = 1  # Ray actors in the reward group
-    num_processes: int = 2  # processes per reward actor running the functions (0 = inline, no timeout)
-    timeout_s: float = 10.0  # a call running longer scores 0 and counts in reward/timeouts
-    rule_weight: float = 1.0  # weight of the rule-function score (0: reward model only)
-    model_path: str | None = None  # a sequence-classification reward model (1 label); None: rules only
-    rm_weight: float = 1.0  # weight of the reward model's score in the sum
-    rm_micro_batch_size: int = 16  # sequences per reward-model forward
+    """How responses are scored: rule functions and/or a reward model."""
+
+    function: str | None = None
+    """Rule reward function "pkg.module:fn" or "path/file.py:fn"; None: the built-in one for each data_source."""
+    num_workers: Annotated[int, POSITIVE_INT] = 1
+    """Ray actors in the reward group."""
+    num_processes: Annotated[int, COUNT] = 2
+    """Processes per reward actor running the function (0: inline, without timeouts)."""
+    timeout_s: Annotated[float, POSITIVE] = 10.0
+    """A call running longer scores 0 and counts in reward/timeouts."""
+    full_score: Annotated[float, Range()] = 1.0
+    """A validation response is correct when its rule score reaches this (an `acc` the function returns wins)."""
+    rule_weight: Annotated[float, COUNT] = 1.0
+    """Weight of the rule-function score in the reward (0: reward model only)."""
+    model_path: str | None = None
+    """A sequence-classification reward model (1 label); None: rule functions only."""
+    rm_weight: Annotated[float, Range()] = 1.0
+    """Weight of the reward model's score in the reward."""
+    rm_micro_batch_size: Annotated[int, POSITIVE_INT] = 16
+    """Sequences per reward-model forward."""
 
 
 @dataclass
 class DataConfig:
-    train_files: list[str] = field(default_factory=list)  # parquet/jsonl with verl columns; empty = built-in
-    val_files: list[str] = field(default_factory=list)
-    builtin_task: str = "arith"  # generated when train_files is empty
-    builtin_dir: str = "data/arith"  # where the built-in task is written
-    builtin_num_train: int = 2000
-    builtin_num_val: int = 200
-    builtin_min_digits: int = 1
-    builtin_max_digits: int = 2
-    train_batch_size: int = 8  # prompts per RL step (x rollout.n responses)
-    val_batch_size: int = 64
-    max_prompt_length: int = 32  # longer prompts are dropped before training (counted in the log)
+    """Prompt datasets: verl-format parquet/jsonl files, or the built-in arithmetic task."""
+
+    train_files: Annotated[list[str], OneOrMany()] = field(default_factory=list)
+    """Training files (parquet/jsonl with verl columns); a single path or a list; empty: the built-in task."""
+    val_files: Annotated[list[str], OneOrMany()] = field(default_factory=list)
+    """Held-out files for validation; a single path or a list."""
+    prompt_key: str = "prompt"
+    """Column holding each row's chat messages."""
+    builtin_task: Literal["arith"] = "arith"
+    """Task generated when train_files is empty."""
+    builtin_dir: str = "data/arith"
+    """Where the built-in task's files are written."""
+    builtin_num_train: Annotated[int, POSITIVE_INT] = 2000
+    """Training prompts of the built-in task."""
+    builtin_num_val: Annotated[int, COUNT] = 200
+    """Held-out prompts of the built-in task."""
+    builtin_min_digits: Annotated[int, POSITIVE_INT] = 1
+    """Fewest digits of a built-in operand."""
+    builtin_max_digits: Annotated[int, POSITIVE_INT] = 2
+    """Most digits of a built-in operand."""
+    train_batch_size: Annotated[int, POSITIVE_INT] = 8
+    """Prompts per RL step (x rollout.n responses)."""
+    val_batch_size: Annotated[int, POSITIVE_INT] = 64
+    """Prompts per validation generation call."""
+    max_prompt_length: Annotated[int, POSITIVE_INT] = 32
+    """Longer prompts are dropped before training (and counted in the log)."""
     shuffle: bool = True
+    """Shuffle the training prompts every epoch."""
 
 
 @dataclass
 class TrainerConfig:
+    """The run: steps, devices, logging, validation, checkpoints."""
+
     project_name: str = "rlhf"
+    """Project name (wandb project; a folder under output_dir): a name, not a path."""
     experiment_name: str = "default"
-    total_steps: int = 10  # RL steps (each: generate, score, update, sync)
-    device: str = "auto"  # auto | cpu | cuda
-    nnodes: int = 1
-    num_devices_per_node: int = 2  # actor ranks per node (CPU: processes; CUDA: GPUs)
-    cpus_per_worker: float = 1.0  # CPU cores reserved per actor rank (its vLLM and torch threads)
-    ray_address: str | None = None  # None: $RAY_ADDRESS if set, else a local Ray instance started here
-    logger: list[str] = field(default_factory=lambda: ["console"])  # any of console, wandb, jsonl
-    output_dir: str = "outputs"  # runs go to <output_dir>/<project>/<experiment>
-    test_freq: int = 0  # validate every N steps and at the end (0: never)
-    val_num_samples: int = 0  # k > 0: also sample k responses per held-out prompt for pass@k and mean@k
-    val_before_train: bool = True  # with test_freq > 0, validate at step 0 so curves start from the initial policy
-    save_freq: int = 0  # checkpoint every N steps and at the end (0: no checkpoints)
-    keep_last: int = 3  # complete checkpoints kept (older ones are deleted; 0 keeps all)
-    resume: str = "auto"  # auto: newest complete checkpoint of this run dir, if any | never | <checkpoint dir>
-    max_restarts: int = 0  # after a worker dies: restart the groups and resume from the last checkpoint, N times
-    max_consecutive_skipped_updates: int = 3  # stop the run after this many NaN/inf updates in a row
-    deterministic: bool = False  # deterministic torch kernels in the workers (exact resume on CPU)
-    seed: int = 1
+    """Experiment name (wandb run name; a folder under the project): a name, not a path."""
+    total_steps: Annotated[int, POSITIVE_INT] = 10
+    """RL steps (each: generate, score, update, sync)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks CUDA when the driver sees a GPU, else CPU."""
+    nnodes: Annotated[int, POSITIVE_INT] = 1
+    """Nodes the actor ranks are spread over."""
+    num_devices_per_node: Annotated[int, POSITIVE_INT] = 2
+    """Actor ranks per node (CPU: processes; CUDA: GPUs)."""
+    cpus_per_worker: Annotated[float, POSITIVE] = 1.0
+    """CPU cores reserved per actor rank (its vLLM and torch threads)."""
+    ray_address: str | None = None
+    """Ray cluster to join; None: $RAY_ADDRESS if set, else a local Ray instance started by this run."""
+    logger: list[Literal["console", "wandb", "jsonl"]] = field(default_factory=lambda: ["console"])
+    """Where metrics go: any of console, wandb, jsonl."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Level of this project's log lines (vLLM, DeepSpeed and Ray stay at WARNING)."""
+    output_dir: str = "outputs"
+    """Runs go to <output_dir>/<project_name>/<experiment_name>."""
+    test_freq: Annotated[int, COUNT] = 0
+    """Validate every N steps and at the end (0: never)."""
+    val_num_samples: Annotated[int, COUNT] = 0
+    """k > 0: also sample k responses per held-out prompt for pass@k and mean@k."""
+    val_before_train: bool = True
+    """With test_freq > 0, validate at step 0 so curves start from the initial policy."""
+    save_freq: Annotated[int, COUNT] = 0
+    """Checkpoint every N steps and at the end (0: no checkpoints)."""
+    keep_last: Annotated[int, COUNT] = 3
+    """Complete checkpoints kept; older ones are deleted (0 keeps all)."""
+    resume: str = "auto"
+    """auto: the newest complete checkpoint of this run dir, if any; never; or a checkpoint directory."""
+    max_restarts: Annotated[int, COUNT] = 0
+    """After a worker dies: restart the worker groups and resume from the last checkpoint, up to N times."""
+    max_consecutive_skipped_updates: Annotated[int, POSITIVE_INT] = 3
+    """Stop the run after this many NaN/inf updates in a row."""
+    deterministic: bool = False
+    """Deterministic torch kernels in the workers (exact resume on CPU; slower)."""
+    seed: Annotated[int, Range(ge=0)] = 1
+    """Seeds data order, sampling and initialisation."""
 
     def run_dir(self) -> Path:
         """<output_dir>/<project>/<experiment>, absolute so that workers (other working directories) write there."""
@@ -137,31 +246,47 @@ class TrainerConfig:
 
 @dataclass
 class RLHFConfig:
+    """The whole RL run (`python -m rlhf.main`)."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy model."""
     actor: ActorConfig = field(default_factory=ActorConfig)
+    """Policy training."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Generation."""
     ref: RefConfig = field(default_factory=RefConfig)
+    """The reference policy."""
     critic: CriticConfig = field(default_factory=CriticConfig)
+    """The value model (PPO/GAE only)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
+    """Scoring."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Prompts."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """Advantage estimator, policy loss and regularisers."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """The run."""
 
 
 def register_schema() -> None:
     """Make `rlhf_schema` available to recipes (`defaults: [rlhf_schema, ...]`)."""
-    ConfigStore.instance().store(name="rlhf_schema", node=RLHFConfig)
+    ConfigStore.instance().store(name="rlhf_schema", node=hydra_schema(RLHFConfig))
 
 
 def to_typed(cfg: DictConfig) -> RLHFConfig:
-    """Turn Hydra's composed config into dataclasses (type errors name the key)."""
-    merged = OmegaConf.merge(OmegaConf.structured(RLHFConfig), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    """Hydra's composed config as the typed dataclasses; a key the schema does not have fails, naming it."""
+    return build(RLHFConfig, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
 
 
-def _require(ok: bool, message: str) -> None:
+def to_yaml(cfg: object) -> str:
+    """A typed config as YAML (saved beside every run and checkpoint)."""
+    return OmegaConf.to_yaml(OmegaConf.create(asdict(cfg)))  # type: ignore[call-overload]
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless `ok`."""
     if not ok:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 def model_context_length(model_path: str) -> int | None:
@@ -172,81 +297,77 @@ def model_context_length(model_path: str) -> int | None:
     return json.loads(config_file.read_text()).get("max_position_embeddings")
 
 
+def check_run_names(trainer: TrainerConfig) -> None:
+    """Run names become folder names under trainer.output_dir: refuse anything that would write elsewhere."""
+    for key in ("project_name", "experiment_name"):
+        name = getattr(trainer, key)
+        require(
+            bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and ".." not in name,
+            f"trainer.{key}={name!r} must be a plain name: no path separators and no '..' (it becomes a folder "
+            f"under trainer.output_dir={trainer.output_dir!r})",
+        )
+
+
 def validate(cfg: RLHFConfig) -> None:
     """Check everything that can be checked in the driver, in seconds, before any worker starts.
 
     Raises:
         ValueError: naming the config key, the value received and what would be valid.
     """
-    t, a, r, d = cfg.trainer, cfg.actor, cfg.rollout, cfg.data
-    _require(t.total_steps >= 0, f"trainer.total_steps={t.total_steps} must be >= 0")
-    _require(t.device in ("auto", "cpu", "cuda"), f"trainer.device={t.device!r} must be one of auto, cpu, cuda")
-    _require(t.nnodes >= 1, f"trainer.nnodes={t.nnodes} must be >= 1")
-    _require(t.num_devices_per_node >= 1, f"trainer.num_devices_per_node={t.num_devices_per_node} must be >= 1")
-    bad_loggers = sorted(set(t.logger) - {"console", "wandb", "jsonl"})
-    _require(not bad_loggers, f"trainer.logger has unknown backends {bad_loggers}; choose from console, wandb, jsonl")
-    _require(r.n >= 1, f"rollout.n={r.n} must be >= 1")
-    _require(r.temperature > 0, f"rollout.temperature={r.temperature} must be > 0")
-    _require(0 < r.top_p <= 1, f"rollout.top_p={r.top_p} must be in (0, 1]")
-    _require(r.max_response_length >= 1, f"rollout.max_response_length={r.max_response_length} must be >= 1")
-    _require(d.max_prompt_length >= 1, f"data.max_prompt_length={d.max_prompt_length} must be >= 1")
-    _require(a.zero_stage in (0, 1, 2, 3), f"actor.zero_stage={a.zero_stage} must be 0, 1, 2 or 3")
-    _require(a.ppo_epochs >= 1, f"actor.ppo_epochs={a.ppo_epochs} must be >= 1")
-    _require(
-        a.kernel_backend in ("auto", "torch", "triton", "naive"),
-        f"actor.kernel_backend={a.kernel_backend!r} must be one of auto, torch, triton, naive",
-    )
-    _require(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype={cfg.model.dtype!r} must be float32 or bfloat16")
-    _require(
+    check_fields(cfg)
+    check_run_names(cfg.trainer)
+    a, rw = cfg.actor, cfg.reward
+    require(
         not (a.zero_stage == 3 and a.fused_kernels),
         "actor.fused_kernels=true reads the LM head weight directly, which ZeRO-3 partitions; "
         "set actor.fused_kernels=false with actor.zero_stage=3",
     )
-    rw = cfg.reward
-    _require(
+    require(
         rw.rule_weight > 0 or rw.model_path is not None,
         "reward.rule_weight=0 and no reward.model_path: nothing would score the responses",
     )
-    _require(cfg.critic.ppo_epochs >= 1, f"critic.ppo_epochs={cfg.critic.ppo_epochs} must be >= 1")
-    _require(cfg.critic.zero_stage in (0, 1, 2, 3), f"critic.zero_stage={cfg.critic.zero_stage} must be 0, 1, 2 or 3")
     _validate_batch_sizes(cfg)
     _validate_paths(cfg)
     cfg.algorithm.validate()
+    if rw.function is not None:
+        # User code is resolved here, in the driver, so a wrong path fails in seconds instead of inside a worker.
+        try:
+            load_reward_fn(rw.function)
+        except ValueError as e:
+            raise ConfigError(f"reward.function={rw.function!r}: {e}") from e
 
 
 def _validate_batch_sizes(cfg: RLHFConfig) -> None:
     t, a, r, d = cfg.trainer, cfg.actor, cfg.rollout, cfg.data
     world = t.nnodes * t.num_devices_per_node
-    _require(d.train_batch_size >= 1, f"data.train_batch_size={d.train_batch_size} must be >= 1")
-    _require(a.ppo_mini_batch_size >= 1, f"actor.ppo_mini_batch_size={a.ppo_mini_batch_size} must be >= 1")
-    _require(
+    require(
         d.train_batch_size % world == 0,
         f"data.train_batch_size={d.train_batch_size} must be divisible by the number of actor ranks "
         f"(trainer.nnodes x trainer.num_devices_per_node = {world})",
     )
-    _require(
+    require(
         d.train_batch_size % a.ppo_mini_batch_size == 0,
         f"data.train_batch_size={d.train_batch_size} must be divisible by actor.ppo_mini_batch_size={a.ppo_mini_batch_size}",
     )
     mini_seqs = a.ppo_mini_batch_size * r.n
-    _require(
+    require(
         mini_seqs % world == 0,
         f"actor.ppo_mini_batch_size x rollout.n = {mini_seqs} sequences must be divisible by {world} actor ranks",
     )
     per_rank = mini_seqs // world
-    _require(
-        a.micro_batch_size_per_device >= 1 and per_rank % a.micro_batch_size_per_device == 0,
+    require(
+        per_rank % a.micro_batch_size_per_device == 0,
         f"actor.micro_batch_size_per_device={a.micro_batch_size_per_device} must divide the {per_rank} sequences "
         f"of a mini-batch on each rank (actor.ppo_mini_batch_size={a.ppo_mini_batch_size} x rollout.n={r.n} / {world} ranks)",
     )
     if cfg.algorithm.needs_critic():
         c = cfg.critic.micro_batch_size_per_device
-        _require(
-            c >= 1 and per_rank % c == 0,
+        require(
+            per_rank % c == 0,
             f"critic.micro_batch_size_per_device={c} must divide the {per_rank} sequences of a mini-batch on each rank",
         )
     if cfg.algorithm.overlong.enable:
-        _require(
+        require(
             cfg.algorithm.overlong.buffer_len <= r.max_response_length,
             f"algorithm.overlong.buffer_len={cfg.algorithm.overlong.buffer_len} must be <= "
             f"rollout.max_response_length={r.max_response_length}",
@@ -256,21 +377,21 @@ def _validate_batch_sizes(cfg: RLHFConfig) -> None:
 def _validate_paths(cfg: RLHFConfig) -> None:
     m, d, r = cfg.model, cfg.data, cfg.rollout
     if not m.build_tiny:
-        _require(
+        require(
             Path(m.path).is_dir(),
             f"model.path={m.path!r} does not exist (set model.build_tiny=true to build the local tiny model there)",
         )
     for key, path in (("critic.model_path", cfg.critic.model_path), ("reward.model_path", cfg.reward.model_path)):
-        _require(path is None or Path(path).is_dir(), f"{key}={path!r} does not exist")
+        require(path is None or Path(path).is_dir(), f"{key}={path!r} does not exist")
     for key, files in (("data.train_files", d.train_files), ("data.val_files", d.val_files)):
         for f in files:
-            _require(os.path.isfile(f), f"{key}: file {f!r} does not exist")
+            require(os.path.isfile(f), f"{key}: file {f!r} does not exist")
     context = model_context_length(m.path)
     if context is None and m.build_tiny:
         context = TinyModelSpec().max_position_embeddings
     if context is not None:
         total = d.max_prompt_length + r.max_response_length
-        _require(
+        require(
             total <= context,
             f"data.max_prompt_length + rollout.max_response_length = {d.max_prompt_length} + "
             f"{r.max_response_length} = {total} exceeds the model's context of {context} tokens "

@@ -1,8 +1,12 @@
-"""Metrics computed on the controller from a finished step's Batch, named as verl users know them."""
+"""Metrics computed on the controller from a finished step's Batch, named as verl users know them.
+
+The data metrics (`critic/score/*`, `response_length/*`, `prompt_length/*`, ...), throughput and MFU, and the
+validation metrics (`val-core/<source>/acc/mean@N`, `val-aux/...`) use verl's names, so dashboards carry over.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 
@@ -35,6 +39,7 @@ def data_metrics(batch: Batch) -> dict[str, float]:
     out.update(_stats("critic/returns", batch["returns"][mask]))
     if "values" in batch:
         out.update(_stats("critic/values", batch["values"][mask]))
+        out["critic/vf_explained_var"] = explained_variance(batch["values"], batch["returns"], batch["response_mask"])
     out.update(_stats("response_length", response_length))
     out["response_length/clip_ratio"] = (response_length == mask.shape[1]).float().mean().item()
     out.update(_stats("prompt_length", prompt_length))
@@ -59,47 +64,95 @@ def logprob_diff_metrics(trainer_lp: torch.Tensor, rollout_lp: torch.Tensor, mas
     return {"rollout/logprob_diff_mean": diff.mean().item(), "rollout/logprob_diff_max": diff.max().item()}
 
 
-def throughput_metrics(
-    batch: Batch, step_time_s: float, num_devices: int, num_params: int, device_name: str
-) -> dict[str, float]:
-    """perf/throughput: tokens (prompt + response) per second per device; perf/mfu/actor where the peak is known."""
+def throughput_metrics(batch: Batch, timings: dict[str, float], num_devices: int) -> dict[str, float]:
+    """perf/total_num_tokens, perf/time_per_step and perf/throughput (tokens, prompt + response, per s per device)."""
     num_tokens = batch["attention_mask"].sum().item()
-    out = {
+    step_time = timings["timing_s/step"]
+    return {
         "perf/total_num_tokens": float(num_tokens),
-        "perf/throughput": num_tokens / step_time_s / num_devices,
+        "perf/time_per_step": step_time,
+        "perf/throughput": num_tokens / step_time / num_devices,
     }
+
+
+def update_flops(num_params: int, attention_flops_per_token_pair: float, seq_lengths: list[int], passes: int) -> float:
+    """FLOPs of `passes` forward+backward passes over sequences of `seq_lengths` tokens (verl's FlopsCounter form).
+
+    Dense: 6 x params x tokens; attention: 6 x (2 x layers x hidden) x sum of squared lengths (the causal halving
+    is ignored, as verl does).
+    """
+    tokens = sum(seq_lengths)
+    return passes * (6 * num_params * tokens + attention_flops_per_token_pair * sum(n * n for n in seq_lengths))
+
+
+def mfu_metrics(flops: float, update_time_s: float, num_devices: int, device_name: str) -> dict[str, float]:
+    """perf/mfu/actor: the actor update's FLOPs over its time and the devices' dense bf16 peak (where it is known)."""
     peak = next((tflops for name, tflops in PEAK_TFLOPS.items() if name in device_name), None)
-    if peak is not None and num_params > 0:
-        # Actor FLOPs per token: forward for old log-probs (2N) + forward and backward per PPO epoch (6N).
-        flops = 8 * num_params * num_tokens
-        out["perf/mfu/actor"] = flops / step_time_s / num_devices / (peak * 1e12)
+    if peak is None or update_time_s <= 0:
+        return {}
+    return {"perf/mfu/actor": flops / update_time_s / num_devices / (peak * 1e12)}
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """critic/vf_explained_var: 1 - Var(returns - values) / Var(returns) over the response tokens (verl's)."""
+    m = mask.bool()
+    ret, diff = returns[m].double(), (returns - values)[m].double()
+    if ret.numel() < 2:
+        return 0.0
+    var = ret.var(unbiased=False)
+    return float(1.0 - diff.var(unbiased=False) / var) if var > 0 else 0.0
+
+
+def validation_metrics(
+    acc: list[float], scores: list[float], uids: list[str], sources: list[str], answers: list[str], n: int
+) -> dict[str, float]:
+    """verl's validation metrics, per data source, for n responses per prompt.
+
+    `val-core/<source>/acc/mean@n` (and, for n > 1, `best@n/mean` and `maj@n/mean`) are the headline numbers;
+    `val-aux/<source>/acc/std@n`, `worst@n/mean` and every statistic of the raw reward (`val-aux/<source>/reward/*`)
+    are auxiliary. best@n is the fraction of prompts with a correct response among their n (pass@n for 0/1 acc);
+    maj@n is the accuracy of each prompt's most frequent answer (ties: the first seen).
+
+    Args:
+        acc: per response, 1.0 if correct (the task's full reward, or the reward function's own `acc`), else 0.0.
+        scores: per response, the reward.
+        uids: per response, its prompt's id (n responses share one).
+        sources: per response, its prompt's data_source.
+        answers: per response, the answer text majority voting compares.
+    """
+    prompts: dict[tuple[str, str], list[tuple[float, float, str]]] = defaultdict(list)
+    for a, r, uid, source, answer in zip(acc, scores, uids, sources, answers, strict=True):
+        prompts[(source, uid)].append((a, r, answer.strip()))
+    by_source: dict[str, list[list[tuple[float, float, str]]]] = defaultdict(list)
+    for (source, _), samples in prompts.items():
+        by_source[source].append(samples)
+    out: dict[str, float] = {}
+    for source, groups in by_source.items():
+        for var, column in (("acc", 0), ("reward", 1)):
+            stats = _group_stats([[s[column] for s in g] for g in groups], n)
+            if var == "acc" and n > 1:
+                stats[f"maj@{n}/mean"] = _mean([_majority_acc(g) for g in groups])
+            for name, value in stats.items():
+                is_core = var == "acc" and name.split("@")[0] in ("mean", "best", "maj")
+                out[f"{'val-core' if is_core else 'val-aux'}/{source}/{var}/{name}"] = value
     return out
 
 
-def validation_metrics(batch: Batch) -> dict[str, float]:
-    """val/<source>/acc/mean@1 per data source (score > 0 counts as correct)."""
-    scores = batch["token_level_scores"].sum(-1)
-    by_source: dict[str, list[float]] = defaultdict(list)
-    for source, score in zip(batch.non_tensors["data_source"], scores.tolist(), strict=True):
-        by_source[source].append(float(score))
-    out = {}
-    for source, values in by_source.items():
-        out[f"val/{source}/acc/mean@1"] = sum(v > 0 for v in values) / len(values)
-        out[f"val/{source}/score/mean"] = sum(values) / len(values)
-    return out
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
-def sampled_validation_metrics(batch: Batch, k: int) -> dict[str, float]:
-    """val/<source>/acc/pass@k (any of a prompt's k samples correct) and mean@k (the fraction correct)."""
-    scores = batch["token_level_scores"].sum(-1).tolist()
-    groups: dict[str, tuple[str, list[float]]] = {}
-    for uid, source, score in zip(batch.non_tensors["uid"], batch.non_tensors["data_source"], scores, strict=True):
-        groups.setdefault(uid, (source, []))[1].append(score)
-    by_source: dict[str, list[list[float]]] = defaultdict(list)
-    for source, values in groups.values():
-        by_source[source].append(values)
-    out = {}
-    for source, prompts in by_source.items():
-        out[f"val/{source}/acc/pass@{k}"] = sum(any(v > 0 for v in p) for p in prompts) / len(prompts)
-        out[f"val/{source}/acc/mean@{k}"] = sum(sum(v > 0 for v in p) / len(p) for p in prompts) / len(prompts)
-    return out
+def _group_stats(groups: list[list[float]], n: int) -> dict[str, float]:
+    stats = {f"mean@{n}": _mean([_mean(g) for g in groups])}
+    if n > 1:
+        stats[f"std@{n}"] = _mean([float(torch.tensor(g).std(unbiased=False)) for g in groups])
+        stats[f"best@{n}/mean"] = _mean([max(g) for g in groups])
+        stats[f"worst@{n}/mean"] = _mean([min(g) for g in groups])
+    return stats
+
+
+def _majority_acc(samples: list[tuple[float, float, str]]) -> float:
+    counts = Counter(answer for _, _, answer in samples)
+    top = max(counts.values())
+    winner = next(answer for _, _, answer in samples if counts[answer] == top)
+    return next(a for a, _, answer in samples if answer == winner)

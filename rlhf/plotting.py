@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 # (panel title, metric key or fnmatch-like pattern with one "*"); the first key found in a panel's list is drawn.
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("train reward (critic/score/mean)", ("critic/score/mean",)),
-    ("validation accuracy (greedy)", ("val/*/acc/mean@1",)),
+    ("validation accuracy (greedy)", ("val-core/*/acc/mean@1",)),
     ("response length (mean)", ("response_length/mean",)),
     ("KL", ("actor/kl_loss", "actor/reward_kl_penalty")),
     ("entropy", ("actor/entropy",)),
@@ -111,7 +111,7 @@ def summarize_run(run_dir: str | Path) -> str:
     """A few lines: steps, validation accuracy at the first and last validation, wall time, mean throughput."""
     rows = read_metrics(run_dir)
     lines = [f"run {run_dir}: {len(rows)} logged steps (last step {rows[-1]['step'] if rows else 0})"]
-    for key, s in sorted(series(rows, "val/*/acc/mean@1").items()):
+    for key, s in sorted(series(rows, "val-core/*/acc/mean@1").items()):
         lines.append(
             f"{key}: {s.values[0]:.3f} at step {s.steps[0]} -> {s.values[-1]:.3f} at step {s.steps[-1]} "
             f"({100 * (s.values[-1] - s.values[0]):+.1f} points)"
@@ -127,14 +127,14 @@ def summarize_run(run_dir: str | Path) -> str:
 
 
 def last_value(run_dir: str | Path, pattern: str) -> dict[str, float]:
-    """The last logged value of every metric matching `pattern` (e.g. "val/*/acc/mean@1")."""
+    """The last logged value of every metric matching `pattern` (e.g. "val-core/*/acc/mean@1")."""
     return {key: s.values[-1] for key, s in series(read_metrics(run_dir), pattern).items()}
 
 
 def pipeline_summary(sft_dir: str | Path, rl_dir: str | Path) -> str:
     """Both runs' summaries and the RL lift: the SFT model's final accuracy is where RL starts."""
     lines = [summarize_run(sft_dir), "", summarize_run(rl_dir), ""]
-    before, after = last_value(sft_dir, "val/*/acc/mean@1"), last_value(rl_dir, "val/*/acc/mean@1")
+    before, after = last_value(sft_dir, "val-core/*/acc/mean@1"), last_value(rl_dir, "val-core/*/acc/mean@1")
     for key in sorted(before.keys() & after.keys()):
         lines.append(
             f"{key}: SFT {before[key]:.3f} -> RL {after[key]:.3f} "

@@ -58,3 +58,13 @@ def assemble(
             "response_mask": response_mask.float(),
         }
     )
+
+
+def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
+    """[B] long: the index of each response's last loss token (0 for an empty response), where sequence scores live.
+
+    With interior zeros in the mask (a multi-turn response whose tool tokens are context, not actions) this is the
+    last token the policy generated, not the last position.
+    """
+    positions = torch.arange(response_mask.shape[1], device=response_mask.device).expand_as(response_mask)
+    return torch.where(response_mask.bool(), positions, -1).amax(dim=1).clamp(min=0)

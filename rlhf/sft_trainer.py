@@ -8,6 +8,7 @@ written in Hugging Face format to `<run_dir>/final_model`, ready for `model.path
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict
@@ -17,15 +18,19 @@ from typing import Any
 import ray
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from rlhf.batch import Batch
+from rlhf.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from rlhf.config import RewardConfig
 from rlhf.data import PromptDataLoader, encode_prompts
 from rlhf.metrics import validation_metrics
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.ray_setup import resolve_device, start_ray, worker_env
 from rlhf.rewards import RewardItem
 from rlhf.rewards.scoring import score_one
+from rlhf.schema import ConfigError
 from rlhf.sequences import assemble
 from rlhf.sft_config import SFTConfig
 from rlhf.tracking import Tracker
@@ -33,6 +38,9 @@ from rlhf.workers.group import ResourcePool, WorkerGroup
 from rlhf.workers.sft import SFTWorker
 
 logger = logging.getLogger(__name__)
+
+# A validation answer is correct when it earns the full rule reward (SFT scores with the built-in functions).
+FULL_SCORE = RewardConfig().full_score
 
 
 def sft_target(row: dict[str, Any], response_key: str) -> str:
@@ -100,28 +108,39 @@ def num_sft_steps(cfg: SFTConfig, num_examples: int) -> int:
 class SFTGroup(WorkerGroup):
     """Typed wrappers over `SFTWorker`'s dispatched methods."""
 
+    worker_cls = SFTWorker
+
     def init_model(self) -> None:
-        self.call("init_model")
+        self.call(SFTWorker.init_model)
 
     def sft_step(self, batch: Batch) -> dict[str, float]:
-        return self.call("sft_step", batch)[0]  # reduced over ranks: rank 0 speaks for all
+        return self.call(SFTWorker.sft_step, batch)
 
-    def eval_loss(self, batch: Batch) -> float:
-        nll, count = (sum(v) for v in zip(*self.call("eval_loss", batch), strict=True))
-        return nll / max(count, 1.0)
+    def eval_loss(self, batch: Batch) -> tuple[float, float]:
+        return self.call(SFTWorker.eval_loss, batch)
 
     def generate(self, prompts: Batch) -> Batch:
-        return self.call("generate", prompts)
+        return self.call(SFTWorker.generate, prompts)
 
     def save_hf_model(self, path: str) -> None:
-        self.call("save_hf_model", path)
+        self.call(SFTWorker.save_hf_model, path)
+
+    def save_checkpoint(self, directory: str) -> None:
+        self.call(SFTWorker.save_checkpoint, directory)
+
+    def load_checkpoint(self, directory: str) -> None:
+        self.call(SFTWorker.load_checkpoint, directory)
 
 
 class SFTTrainer:
-    """setup -> fit -> cleanup."""
+    """setup -> fit -> cleanup; checkpoints and resume work as in RL (`rlhf.checkpoint`)."""
 
-    def __init__(self, cfg: SFTConfig, run_dir: Path) -> None:
-        self.cfg, self.run_dir = cfg, run_dir
+    def __init__(self, cfg: SFTConfig, run_dir: Path, resume: str = "auto") -> None:
+        """`resume` is `trainer.resume` on a first attempt and "auto" after an automatic restart."""
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self.step = 0
+        self.consecutive_skipped = 0
+        self.checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_last)
         self.tracker: Tracker | None = None
         self.group: SFTGroup | None = None
 
@@ -129,61 +148,123 @@ class SFTTrainer:
         cfg, t = self.cfg, self.cfg.trainer
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         train_files, val_files = resolve_data_files(cfg.data, t.seed)
-        train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
-        self.val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
-        self.train_examples = encode_examples(train_rows, self.tokenizer, cfg)
-        self.val_examples = encode_examples(self.val_rows, self.tokenizer, cfg) if self.val_rows else []
+        try:  # data problems are the user's input: reported like config errors, before Ray starts
+            train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
+            self.val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+            self.train_examples = encode_examples(train_rows, self.tokenizer, cfg)
+            self.val_examples = encode_examples(self.val_rows, self.tokenizer, cfg) if self.val_rows else []
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(str(e)) from e
         self.loader = PromptDataLoader(self.train_examples, cfg.sft.batch_size, shuffle=cfg.data.shuffle, seed=t.seed)
         self.total_steps = num_sft_steps(cfg, len(self.train_examples))
         self.num_devices = t.nnodes * t.num_devices_per_node
+        checkpoint = self.checkpoints.resolve(self.resume)
         device = resolve_device(t.device)
         start_ray(t)
         pool = ResourcePool.create(self.num_devices, t.cpus_per_worker, device)
-        self.group = SFTGroup(SFTWorker, pool, "sft", dict(cfg=cfg, device=device), worker_env(t, device))
+        self.group = SFTGroup(pool, "sft", dict(cfg=cfg, device=device), worker_env(t, device))
         self.group.init_model()
-        self.tracker = Tracker(t.logger, t.project_name, t.experiment_name, self.run_dir, asdict(cfg))
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+        self.tracker = Tracker(
+            t.logger,
+            t.project_name,
+            t.experiment_name,
+            self.run_dir,
+            asdict(cfg),
+            resume_step=self.step if checkpoint is not None else None,
+        )
 
     def fit(self) -> dict[str, float]:
         """`total_steps` optimizer steps, validating every `trainer.test_freq` and at the end; saves the model."""
         t = self.cfg.trainer
         metrics: dict[str, float] = {}
-        bar = tqdm(range(1, self.total_steps + 1), desc="SFT steps", dynamic_ncols=True)
-        for step in bar:
-            start = time.perf_counter()
-            batch = collate(self.loader.next_batch(), self.tokenizer.pad_token_id)
-            metrics = self.group.sft_step(batch)
-            elapsed = time.perf_counter() - start
-            metrics["timing_s/step"] = elapsed
-            metrics["perf/throughput"] = batch["attention_mask"].sum().item() / elapsed / self.num_devices
-            metrics["train/epoch"] = float(self.loader.epoch)
-            if (t.test_freq > 0 and step % t.test_freq == 0) or step == self.total_steps:
-                metrics.update(self.validate())
-            bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-            self.tracker.log(metrics, step=step)
+        if t.val_before_train and t.test_freq > 0 and self.step == 0:
+            self.tracker.log(self.validate(), step=0)
+        with logging_redirect_tqdm():
+            bar = tqdm(
+                range(self.step + 1, self.total_steps + 1),
+                desc="SFT steps",
+                initial=self.step,
+                total=self.total_steps,
+                dynamic_ncols=True,
+            )
+            for step in bar:
+                self.step = step
+                start = time.perf_counter()
+                batch = collate(self.loader.next_batch(), self.tokenizer.pad_token_id)
+                metrics = self.group.sft_step(batch)
+                self._check_health(metrics)
+                elapsed = time.perf_counter() - start
+                metrics["timing_s/step"] = elapsed
+                metrics["perf/time_per_step"] = elapsed
+                metrics["perf/throughput"] = batch["attention_mask"].sum().item() / elapsed / self.num_devices
+                metrics["training/global_step"] = float(step)
+                metrics["training/epoch"] = float(self.loader.epoch)
+                if (t.test_freq > 0 and step % t.test_freq == 0) or step == self.total_steps:
+                    metrics.update(self.validate())
+                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+                self.tracker.log(metrics, step=step)
+                if t.save_freq > 0 and (step % t.save_freq == 0 or step == self.total_steps):
+                    self.save_checkpoint()
         self.group.save_hf_model(str(self.run_dir / "final_model"))
         return metrics
 
+    def _check_health(self, metrics: dict[str, float]) -> None:
+        """A NaN/inf update was skipped by the optimizer; too many in a row stop the run."""
+        self.consecutive_skipped = self.consecutive_skipped + 1 if metrics.get("train/skipped_update", 0) else 0
+        if self.consecutive_skipped >= self.cfg.trainer.max_consecutive_skipped_updates:
+            raise RuntimeError(
+                f"{self.consecutive_skipped} consecutive SFT steps had a NaN/inf loss or gradient (up to step "
+                f"{self.step}); stopping (trainer.max_consecutive_skipped_updates="
+                f"{self.cfg.trainer.max_consecutive_skipped_updates})"
+            )
+
+    def save_checkpoint(self) -> Path:
+        """The workers write the engine, the driver the step, loader position and its RNG (see rlhf.checkpoint)."""
+
+        def write(directory: Path) -> None:
+            self.group.save_checkpoint(str(directory))
+            state = {"step": self.step, "loader": self.loader.state_dict()}
+            (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            torch.save(capture_rng_state(), directory / "controller_rng.pt")
+
+        return self.checkpoints.save(self.step, write)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        self.group.load_checkpoint(str(directory))
+        state = json.loads((directory / "trainer_state.json").read_text())
+        self.step = state["step"]
+        self.loader.load_state_dict(state["loader"])
+        restore_rng_state(torch.load(directory / "controller_rng.pt", weights_only=False))
+        logger.info("resumed SFT from %s at step %d", directory, self.step)
+
     def validate(self) -> dict[str, float]:
-        """val/loss on the held-out targets and greedy val/<source>/acc/mean@1, scored by the RL reward functions."""
+        """val/loss on the held-out targets and verl's greedy `val-core/<source>/acc/mean@1`, scored by the rule
+        reward functions of the RL run (a response is correct when it earns the full reward, or its `acc`)."""
         if not self.val_rows:
             return {}
         d = self.cfg.data
         metrics = {}
         if self.val_examples:
-            metrics["val/loss"] = self.group.eval_loss(collate(self.val_examples, self.tokenizer.pad_token_id))
+            nll, count = self.group.eval_loss(collate(self.val_examples, self.tokenizer.pad_token_id))
+            metrics["val/loss"] = nll / max(count, 1.0)
         parts = []
         for start in range(0, len(self.val_rows), d.val_batch_size):
             rows = self.val_rows[start : start + d.val_batch_size]
             parts.append(self.group.generate(rows_to_batch(rows, self.tokenizer, d.max_prompt_length, -1, 0)))
         nt = Batch.concat(parts).non_tensors
-        scores = [
-            score_one(None, RewardItem(src, text, gt, info))[0]
+        outcomes = [
+            score_one(None, RewardItem(src, text, gt, info))
             for src, text, gt, info in zip(
                 nt["data_source"], nt["response_text"], nt["ground_truth"], nt["extra_info"], strict=True
             )
         ]
-        scored = Batch({"token_level_scores": torch.tensor(scores).unsqueeze(-1)}, {"data_source": nt["data_source"]})
-        metrics.update(validation_metrics(scored))
+        scores = [score for score, _, _ in outcomes]
+        acc = [
+            float(extra["acc"] > 0.5) if "acc" in extra else float(score >= FULL_SCORE) for score, extra, _ in outcomes
+        ]
+        metrics.update(validation_metrics(acc, scores, nt["uid"], nt["data_source"], nt["response_text"], n=1))
         logger.info(
             "val example: %s -> %r (ground truth %r)",
             self.tokenizer.decode(nt["prompt_ids"][0]),

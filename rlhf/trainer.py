@@ -26,6 +26,7 @@ from pathlib import Path
 import ray
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoConfig, AutoTokenizer
 
 from rlhf.algorithms import (
@@ -41,9 +42,11 @@ from rlhf.checkpoint import CheckpointManager, capture_rng_state, restore_rng_st
 from rlhf.cluster import Groups, create_groups
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
-from rlhf.metrics import data_metrics, throughput_metrics
+from rlhf.metrics import data_metrics, mfu_metrics, throughput_metrics, update_flops
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.ray_setup import resolve_device, start_ray
+from rlhf.schema import ConfigError
+from rlhf.sequences import last_token_index
 from rlhf.tracking import Tracker
 from rlhf.validation import TABLE_COLUMNS, Validator
 
@@ -65,11 +68,6 @@ def group_ids(uids: list[str]) -> torch.Tensor:
     return torch.tensor([index.setdefault(u, len(index)) for u in uids], dtype=torch.long)
 
 
-def last_token_index(response_mask: torch.Tensor) -> torch.Tensor:
-    """[B] index of each response's last token (0 for an empty response): where sequence scores live."""
-    return (response_mask.sum(dim=1).long() - 1).clamp(min=0)
-
-
 class RLTrainer:
     """setup -> fit -> cleanup. The driver owns data, algorithm state and logging; workers own models."""
 
@@ -88,15 +86,23 @@ class RLTrainer:
         cfg = self.cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         train_files, val_files = resolve_data_files(cfg.data, cfg.trainer.seed)
-        self.train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
-        val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+        try:  # data problems are the user's input: reported like config errors, before Ray starts
+            self.train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
+            val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(str(e)) from e
         self.validator = Validator(cfg, self.tokenizer, val_rows)
         self.loader = PromptDataLoader(
             self.train_rows, cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
         )
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
         self.num_devices = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
-        self.num_params = _approx_num_params(AutoConfig.from_pretrained(cfg.model.path))
+        model_config = AutoConfig.from_pretrained(cfg.model.path)
+        self.num_params = _approx_num_params(model_config)
+        # verl's attention term: 6 x hidden x layers FLOPs per pair of tokens of one sequence (forward + backward).
+        self.attention_flops = (
+            6 * getattr(model_config, "hidden_size", 0) * getattr(model_config, "num_hidden_layers", 0)
+        )
         device = resolve_device(cfg.trainer.device)
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
         checkpoint = self.checkpoints.resolve(self.resume)
@@ -124,24 +130,26 @@ class RLTrainer:
         if t.val_before_train and t.test_freq > 0 and self.global_step == 0:
             self.tracker.log(self.validate(), step=0)
         try:
-            for _ in tqdm(
-                range(self.global_step, t.total_steps),
-                desc="RL steps",
-                initial=self.global_step,
-                total=t.total_steps,
-                dynamic_ncols=True,
-            ):
-                metrics = self.train_step()
-                self._check_health(metrics)
-                if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
-                    metrics.update(self.validate())
-                self.tracker.log(metrics, step=self.global_step)
-                if self.stop_signal is not None:
-                    logger.warning("stopping on signal %d after step %d", self.stop_signal, self.global_step)
-                    self.save_checkpoint()
-                    return metrics
-                if t.save_freq > 0 and (self.global_step % t.save_freq == 0 or self.global_step == t.total_steps):
-                    self.save_checkpoint()
+            # Log lines go through tqdm.write, so the progress bar is never torn by them.
+            with logging_redirect_tqdm():
+                for _ in tqdm(
+                    range(self.global_step, t.total_steps),
+                    desc="RL steps",
+                    initial=self.global_step,
+                    total=t.total_steps,
+                    dynamic_ncols=True,
+                ):
+                    metrics = self.train_step()
+                    self._check_health(metrics)
+                    if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
+                        metrics.update(self.validate())
+                    self.tracker.log(metrics, step=self.global_step)
+                    if self.stop_signal is not None:
+                        logger.warning("stopping on signal %d after step %d", self.stop_signal, self.global_step)
+                        self.save_checkpoint()
+                        return metrics
+                    if t.save_freq > 0 and (self.global_step % t.save_freq == 0 or self.global_step == t.total_steps):
+                        self.save_checkpoint()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -190,7 +198,11 @@ class RLTrainer:
             (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
             torch.save(capture_rng_state(), directory / "controller_rng.pt")
 
-        return self.checkpoints.save(self.global_step, write)
+        start = time.perf_counter()
+        path = self.checkpoints.save(self.global_step, write)
+        # Logged after the step's own row (a kill during the save must not leave a row the checkpoint lacks).
+        self.tracker.log({"timing_s/save_checkpoint": time.perf_counter() - start}, step=self.global_step)
+        return path
 
     def load_checkpoint(self, directory: Path) -> None:
         self.groups.policy.load_checkpoint(str(directory))
@@ -241,12 +253,16 @@ class RLTrainer:
             if self.global_step > self.cfg.critic.warmup_steps or g.critic is None:
                 with timed(timings, "update_actor"):
                     metrics.update(g.policy.update_actor(batch))
-                with timed(timings, "sync_weights"):  # 8. sync
+                with timed(timings, "update_weights"):  # 8. sync
                     g.policy.sync_weights()
         metrics.update({**data_metrics(batch), **rollout_metrics, **timings})
-        metrics.update(
-            throughput_metrics(batch, timings["timing_s/step"], self.num_devices, self.num_params, self.device_name)
-        )
+        metrics.update(throughput_metrics(batch, timings, self.num_devices))
+        if "timing_s/update_actor" in timings:
+            lengths = batch["attention_mask"].sum(-1).tolist()
+            flops = update_flops(self.num_params, self.attention_flops, lengths, self.cfg.actor.ppo_epochs)
+            metrics.update(mfu_metrics(flops, timings["timing_s/update_actor"], self.num_devices, self.device_name))
+        metrics["training/global_step"] = float(self.global_step)
+        metrics["training/epoch"] = float(self.loader.epoch)
         return metrics
 
     def rollout(self, prompts: Batch, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
@@ -306,10 +322,14 @@ class RLTrainer:
         return batch
 
     def score(self, batch: Batch) -> Batch:
-        """token_level_scores [B, R] = rule_weight * rule score + rm_weight * reward-model score, on the last token."""
+        """token_level_scores [B, R] = rule_weight * rule score + rm_weight * reward-model score, on the last token.
+
+        Also rule_scores [B] (the rule function's own score, for validation accuracy) and reward_extra/* values.
+        """
         g, rw = self.groups, self.cfg.reward
         if rw.rule_weight > 0:
             scored = g.reward.compute_score(batch)
+            scored["rule_scores"] = scored["token_level_scores"].sum(-1)
             scored["token_level_scores"] = scored["token_level_scores"] * rw.rule_weight
         else:
             scored = Batch({"token_level_scores": torch.zeros_like(batch["response_mask"])})
@@ -318,6 +338,8 @@ class RLTrainer:
             last = last_token_index(batch["response_mask"])
             scored["token_level_scores"][torch.arange(len(batch)), last] += rw.rm_weight * rm_scores
             scored["rm_scores"] = rm_scores
+        if "rule_scores" not in scored:  # reward model only: "correct" is judged on the total reward
+            scored["rule_scores"] = scored["token_level_scores"].sum(-1)
         return scored
 
     def compute_advantages(self, batch: Batch) -> dict[str, float]:
@@ -347,13 +369,15 @@ class RLTrainer:
         return metrics
 
     def validate(self) -> dict[str, float]:
-        """Held-out accuracy (greedy mean@1, sampled pass@k) and a table of generations to the tracker."""
+        """Held-out accuracy (greedy mean@1, sampled mean/best/maj@k) and a table of generations to the tracker."""
+        start = time.perf_counter()
         metrics, table = self.validator.run(
             lambda prompts, temperature, n: self.groups.policy.generate(prompts, temperature=temperature, n=n),
             self.score,
         )
         if table:
             self.tracker.log_table("val/generations", TABLE_COLUMNS, table, step=self.global_step)
+        metrics["timing_s/testing"] = time.perf_counter() - start
         return metrics
 
     def cleanup(self) -> None:

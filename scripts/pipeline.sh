@@ -79,8 +79,8 @@ echo "curves: $RUN/sft/curves.png $RUN/grpo/curves.png"
 "$PY" -c "
 import sys
 from rlhf.plotting import last_value
-before = last_value(sys.argv[1] + '/sft', 'val/*/acc/mean@1')
-after = last_value(sys.argv[1] + '/grpo', 'val/*/acc/mean@1')
+before = last_value(sys.argv[1] + '/sft', 'val-core/*/acc/mean@1')
+after = last_value(sys.argv[1] + '/grpo', 'val-core/*/acc/mean@1')
 worse = [k for k in before if k in after and after[k] <= before[k]]
 if not before or worse:
     sys.exit(f'check failed: held-out accuracy after GRPO does not beat SFT for {worse or \"(no validation data)\"}')

@@ -1,8 +1,9 @@
 """Worker base class and the dispatch decorator.
 
 A worker is one rank of a WorkerGroup (one Ray actor). It knows its rank and world size and joins a
-torch.distributed group (gloo on CPU, NCCL on CUDA). Each public method declares, with `@dispatch(Mode.X)`, how the
-group calls it; the spec is recorded on the function as a frozen dataclass that `WorkerGroup` reads.
+torch.distributed group (gloo on CPU, NCCL on CUDA). Each public method declares, once, how its group calls it:
+`@dispatch(Mode.DP, Collect.CONCAT)` (split a Batch over ranks, concatenate the results) and so on; the spec is
+recorded on the function and `WorkerGroup.call(Worker.method, ...)` reads it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import datetime
 import enum
 import logging
 import os
+import resource
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psutil
 import ray
 import torch
 import torch.distributed as dist
+
+from rlhf.batch import Batch
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +32,49 @@ _SPEC_ATTR = "_rlhf_dispatch_spec"
 
 
 class Mode(enum.Enum):
-    """How a WorkerGroup fans a call out and gathers the results."""
+    """How a WorkerGroup fans a call out to its ranks."""
 
-    DP = "dp"  # split the Batch (first argument) over ranks; concatenate Batch results in rank order
-    ALL = "all"  # same arguments to every rank; a list of every rank's result
-    RANK0 = "rank0"  # same arguments to every rank (collectives need all); rank 0's result only
+    DP = "dp"  # split the Batch (first argument) over ranks, one shard each
+    ALL = "all"  # the same arguments to every rank (collectives need every rank to take part)
+
+
+class Collect(enum.Enum):
+    """How a WorkerGroup gathers the ranks' results (in rank order) into the call's return value."""
+
+    CONCAT = "concat"  # Batch.concat of every rank's Batch
+    FIRST = "first"  # rank 0's result (e.g. metrics already reduced over ranks, or a file written by rank 0)
+    LIST = "list"  # every rank's result, as a list
+    MAX = "max"  # the largest result (e.g. seconds taken: the slowest rank)
+    SUM = "sum"  # the sum of numbers, or of tuples of numbers element by element
+    NONE = "none"  # nothing (the method returns None)
+
+    def apply(self, results: list[Any]) -> Any:
+        if self is Collect.CONCAT:
+            return Batch.concat(results)
+        if self is Collect.FIRST:
+            return results[0]
+        if self is Collect.LIST:
+            return results
+        if self is Collect.MAX:
+            return max(results)
+        if self is Collect.SUM:
+            if isinstance(results[0], tuple):
+                return tuple(sum(column) for column in zip(*results, strict=True))
+            return sum(results)
+        return None
 
 
 @dataclass(frozen=True)
 class DispatchSpec:
     mode: Mode
+    collect: Collect
 
 
-def dispatch(mode: Mode) -> Callable[[F], F]:
-    """Record how a worker method is called by its group: `@dispatch(Mode.DP)`."""
+def dispatch(mode: Mode, collect: Collect) -> Callable[[F], F]:
+    """Declare how a worker group calls a worker method: `@dispatch(Mode.DP, Collect.CONCAT)`."""
 
     def wrap(fn: F) -> F:
-        setattr(fn, _SPEC_ATTR, DispatchSpec(mode))
+        setattr(fn, _SPEC_ATTR, DispatchSpec(mode, collect))
         return fn
 
     return wrap
@@ -53,8 +84,33 @@ def dispatch_spec(fn: Callable[..., Any]) -> DispatchSpec:
     """The spec `@dispatch` recorded on `fn`; a clear error if the method was not decorated."""
     spec = getattr(fn, _SPEC_ATTR, None)
     if spec is None:
-        raise TypeError(f"{fn.__qualname__} is not a dispatched worker method; decorate it with @dispatch(Mode.X)")
+        raise TypeError(
+            f"{fn.__qualname__} is not a dispatched worker method; decorate it with @dispatch(Mode.X, Collect.Y)"
+        )
     return spec
+
+
+def device_of(device: str) -> torch.device:
+    """The torch device of a worker on `trainer.device` "cuda" (Ray gives each actor its own GPU as cuda:0) or "cpu"."""
+    return torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+
+
+def memory_metrics(device: torch.device) -> dict[str, float]:
+    """verl's perf/max_memory_allocated_gb, perf/max_memory_reserved_gb and perf/cpu_memory_used_gb for this rank.
+
+    On CUDA the first two come from the caching allocator; on CPU, which has no allocator statistics, both are this
+    process's peak resident set size. cpu_memory_used_gb is the node's used RAM (psutil), as verl reports it.
+    """
+    gib = 1024**3
+    if device.type == "cuda":
+        allocated, reserved = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+    else:
+        allocated = reserved = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {
+        "perf/max_memory_allocated_gb": allocated / gib,
+        "perf/max_memory_reserved_gb": reserved / gib,
+        "perf/cpu_memory_used_gb": psutil.virtual_memory().used / gib,
+    }
 
 
 def free_port() -> int:

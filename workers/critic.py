@@ -7,24 +7,15 @@ actor reads log-probs. Trained with the clipped value loss, globally normalised 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 import torch
-from rlhf.workers.base import Mode, Worker, dispatch
-from rlhf.workers.engine import (
-    TORCH_DTYPES,
-    backward_global,
-    build_engine,
-    deepspeed_config,
-    global_sum,
-    load_engine,
-    mini_batches,
-    save_engine,
-)
+from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch
+from rlhf.workers.engine import TORCH_DTYPES, build_engine, deepspeed_config, load_engine, save_engine
+from rlhf.workers.update_loop import Aggregator, MicroBatchLoss, UpdateSpec, train_mini_batches
 from transformers import AutoConfig, AutoModelForTokenClassification
 
-from rlhf.algorithms import aggregation_counts, compute_value_loss, make_loss_aggregator
+from rlhf.algorithms import compute_value_loss
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
 
@@ -74,42 +65,38 @@ class Critic:
         return Batch({"values": torch.cat(chunks)})
 
     def update(self, batch: Batch) -> dict[str, float]:
-        """Clipped value regression onto `returns`, PPO epochs over mini-batches."""
-        self.engine.train()
+        """Clipped value regression onto `returns`: PPO epochs over the actor's mini-batches (see `update_loop`)."""
         c = self.cfg.critic
-        mini_size = self.cfg.actor.ppo_mini_batch_size * self.cfg.rollout.n // self.world_size
-        metrics: dict[str, list[float]] = defaultdict(list)
-        for mini in mini_batches(batch, mini_size, c.ppo_epochs, self.generator):
-            num_tokens, num_seqs = global_sum(self.world_size, *aggregation_counts(mini["response_mask"]))
-            agg = make_loss_aggregator(
-                self.cfg.algorithm.loss_agg_mode,
-                global_num_tokens=num_tokens,
-                global_num_seqs=num_seqs,
-                norm_length=self.cfg.rollout.max_response_length,
-            )
-            sums: dict[str, float] = defaultdict(float)
-            micro_batches = mini.chunk_by_size(c.micro_batch_size_per_device)
-            for micro in micro_batches:
-                micro = micro.to(self.device)
-                loss, vf_metrics = compute_value_loss(
-                    self._values(micro),
-                    micro["values"],
-                    micro["returns"],
-                    micro["response_mask"],
-                    self.cfg.algorithm.cliprange_value,
-                    agg,
-                )
-                backward_global(self.engine, loss, self.world_size)
-                sums["critic/vf_loss"] += loss.item()
-                for key, value in vf_metrics.items():
-                    if key != "critic/vf_loss":
-                        sums[key] += float(value) / (len(micro_batches) * self.world_size)
-            keys = sorted(sums)
-            for key, value in zip(keys, global_sum(self.world_size, *(sums[k] for k in keys)), strict=True):
-                metrics[key].append(value)
-            grad_norm = self.engine.get_global_grad_norm()
-            metrics["critic/grad_norm"].append(float(grad_norm) if grad_norm is not None else float("nan"))
-        return {k: sum(v) / len(v) for k, v in metrics.items()}
+        spec = UpdateSpec(
+            prefix="critic/",
+            mini_batch_size=self.cfg.actor.ppo_mini_batch_size * self.cfg.rollout.n // self.world_size,
+            epochs=c.ppo_epochs,
+            loss_agg_mode=self.cfg.algorithm.loss_agg_mode,
+            norm_length=self.cfg.rollout.max_response_length,
+        )
+        return train_mini_batches(
+            self.engine,
+            batch,
+            self.micro_batch_loss,
+            lambda mini: mini.chunk_by_size(c.micro_batch_size_per_device),
+            spec,
+            self.world_size,
+            self.generator if self.cfg.actor.shuffle else None,
+        )
+
+    def micro_batch_loss(self, micro: Batch, agg: Aggregator) -> MicroBatchLoss:
+        """The clipped value loss of one micro-batch (`rlhf.algorithms.compute_value_loss`)."""
+        micro = micro.to(self.device)
+        loss, metrics = compute_value_loss(
+            self._values(micro),
+            micro["values"],
+            micro["returns"],
+            micro["response_mask"],
+            self.cfg.algorithm.cliprange_value,
+            agg,
+        )
+        means = {k: float(v) for k, v in metrics.items() if k != "critic/vf_loss"}
+        return MicroBatchLoss(loss=loss, sums={"critic/vf_loss": loss.item()}, means=means)
 
     def save_checkpoint(self, directory: Path) -> None:
         save_engine(self.engine, directory, self.rank, self.generator)
@@ -124,24 +111,25 @@ class CriticWorker(Worker):
     def __init__(self, role: str, rank: int, world_size: int, cfg: RLHFConfig, device: str) -> None:
         super().__init__(role, rank, world_size)
         self.cfg = cfg
-        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+        self.device = device_of(device)
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def init_model(self) -> None:
         self.critic = Critic(self.cfg, self.rank, self.world_size, self.device)
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.CONCAT)
     def compute_values(self, batch: Batch) -> Batch:
         return self.critic.compute_values(batch)
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.FIRST)
     def update_critic(self, batch: Batch) -> dict[str, float]:
+        """Metrics are reduced over ranks inside the update: rank 0's speak for all."""
         return self.critic.update(batch)
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def save_checkpoint(self, directory: str) -> None:
         self.critic.save_checkpoint(Path(directory))
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def load_checkpoint(self, directory: str) -> None:
         self.critic.load_checkpoint(Path(directory))

@@ -1,23 +1,18 @@
-"""DeepSpeed engines and the pieces of a PPO-style update shared by the actor and the critic.
+"""DeepSpeed engines shared by the actor, the critic and SFT: config, construction, weights out, save and load.
 
-Loss normalisation is global: every micro-batch's loss is divided by the token (or sequence) count of the whole
-mini-batch across all ranks, and micro-batch gradients are summed (`backward(..., scale_wrt_gas=False)`). DeepSpeed
-averages gradients over data-parallel ranks, so the loss handed to `backward` is multiplied by the world size.
-Splitting a mini-batch into more micro-batches or more ranks therefore leaves the gradient unchanged.
+The update loop itself (mini-batches, micro-batches, global loss normalisation) is in `update_loop.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import deepspeed
 import torch
-import torch.distributed as dist
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
-from rlhf.batch import Batch
 from rlhf.checkpoint import capture_rng_state, restore_rng_state
 from rlhf.config import OptimConfig
 
@@ -63,33 +58,20 @@ def build_engine(model: nn.Module, ds_config: dict[str, Any]) -> deepspeed.DeepS
     return engine
 
 
-def global_sum(world_size: int, *values: float) -> list[float]:
-    """Sum each value over the data-parallel ranks (one all-reduce)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if world_size > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def mini_batches(batch: Batch, mini_size: int, epochs: int, generator: torch.Generator | None) -> Iterator[Batch]:
-    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, reshuffled each pass if a generator is given."""
-    for _ in range(epochs):
-        order = torch.randperm(len(batch), generator=generator) if generator is not None else torch.arange(len(batch))
-        yield from batch.index(order).chunk_by_size(mini_size)
-
-
-def backward_global(engine: deepspeed.DeepSpeedEngine, loss: torch.Tensor, world_size: int) -> None:
-    """Backward + (boundary-aware) step for a loss already normalised by global counts; see the module docstring."""
-    engine.backward(loss * world_size, scale_wrt_gas=False)
-    engine.step()
-
-
 def gathered_state_dict(model: nn.Module, zero_stage: int) -> list[tuple[str, torch.Tensor]]:
     """Full HF-named weights (tied lm_head included), gathered across ranks under ZeRO-3."""
     if zero_stage == 3:
         with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
             return [(k, v.detach().clone()) for k, v in model.state_dict().items()]
     return [(k, v.detach()) for k, v in model.state_dict().items()]
+
+
+def save_hf_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, path: str, zero_stage: int, rank: int) -> None:
+    """Write `model` in Hugging Face format with its tokenizer: every rank gathers (ZeRO-3), rank 0 writes."""
+    weights = dict(gathered_state_dict(model, zero_stage))
+    if rank == 0:
+        model.save_pretrained(path, state_dict=weights)
+        tokenizer.save_pretrained(path)
 
 
 def save_engine(engine: deepspeed.DeepSpeedEngine, directory: Path, rank: int, generator: torch.Generator) -> None:

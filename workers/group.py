@@ -1,16 +1,18 @@
-"""WorkerGroup: N Ray actors of one worker class on a resource pool; calls fan out and gather by dispatch mode.
+"""WorkerGroup: N Ray actors of one worker class on a resource pool; calls fan out and gather as the method declares.
 
-The controller writes `group.call("compute_log_prob", batch)` (or a typed wrapper around it) and never loops over
-actors. Results are gathered with `ray.wait`, so the first rank that dies stops the call at once with an error that
-names the role, rank and node, instead of leaving the others hanging in a collective.
+A role's group subclasses `WorkerGroup` with its worker class and one typed wrapper per worker method, each a single
+line calling the method object: `return self.call(ActorRolloutRefWorker.compute_log_prob, batch)`. The controller
+never loops over actors, an IDE follows the call to the worker, and `call` reads the method's `@dispatch` spec
+(split or broadcast, then how to collect). Results are gathered with `ray.wait`, so the first rank that dies stops the
+call at once with an error that names the role, rank and node, instead of leaving the others hanging in a collective.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -52,11 +54,15 @@ class ResourcePool:
 
 
 class WorkerGroup:
-    """`pool.num_ranks` actors of `worker_cls`, rank i in bundle i, joined in one torch.distributed world."""
+    """`pool.num_ranks` actors of `worker_cls`, rank i in bundle i, joined in one torch.distributed world.
+
+    Subclasses set `worker_cls` and add typed wrappers that call `self.call(WorkerCls.method, ...)`.
+    """
+
+    worker_cls: ClassVar[type[Worker]]
 
     def __init__(
         self,
-        worker_cls: type[Worker],
         pool: ResourcePool,
         role: str,
         worker_kwargs: dict[str, Any],
@@ -65,8 +71,8 @@ class WorkerGroup:
         cpus_per_actor: float | None = None,
     ) -> None:
         """`cpus_per_actor` < the bundle's CPUs lets a second group share the pool (e.g. the critic on CPU)."""
-        self.worker_cls, self.role, self.world_size = worker_cls, role, pool.num_ranks
-        remote_cls = ray.remote(worker_cls)
+        self.role, self.world_size = role, pool.num_ranks
+        remote_cls = ray.remote(self.worker_cls)
         self.actors = [
             remote_cls.options(
                 num_cpus=pool.cpus_per_rank if cpus_per_actor is None else cpus_per_actor,
@@ -85,19 +91,28 @@ class WorkerGroup:
             backend = "nccl" if pool.device == "cuda" else "gloo"
             self._gather([a.init_distributed.remote(addr, port, backend) for a in self.actors])
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` on the group as its `@dispatch` mode says; see `Mode`."""
-        mode = dispatch_spec(getattr(self.worker_cls, method)).mode
-        if mode is Mode.DP:
+    def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call worker method `method` (e.g. `ActorRolloutRefWorker.generate`) on every rank as its @dispatch says.
+
+        Mode.DP splits `args[0]` (a Batch) into one shard per rank; Mode.ALL passes the same arguments to all. The
+        ranks' results are then collected by the spec's `Collect` (concatenated, rank 0's, a list, max, sum).
+
+        Raises:
+            TypeError: `method` is not a dispatched method of this group's worker class, or a DP call without a Batch.
+            WorkerDiedError: a rank died or raised.
+        """
+        spec = dispatch_spec(method)
+        name = method.__name__
+        if getattr(self.worker_cls, name, None) is not method:
+            raise TypeError(f"{method.__qualname__} is not a method of {self.worker_cls.__name__} ({self.role} group)")
+        if spec.mode is Mode.DP:
             if not args or not isinstance(args[0], Batch):
-                raise TypeError(f"{self.role}.{method} is dispatched DP: its first argument must be a Batch")
-            chunks = args[0].split(self.world_size)
-            refs = [getattr(a, method).remote(c, *args[1:], **kwargs) for a, c in zip(self.actors, chunks, strict=True)]
-            results = self._gather(refs)
-            return Batch.concat(results) if isinstance(results[0], Batch) else results
-        refs = [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
-        results = self._gather(refs)
-        return results[0] if mode is Mode.RANK0 else results
+                raise TypeError(f"{self.role}.{name} is dispatched DP: its first argument must be a Batch")
+            shards = args[0].split(self.world_size)
+            refs = [getattr(a, name).remote(s, *args[1:], **kwargs) for a, s in zip(self.actors, shards, strict=True)]
+        else:
+            refs = [getattr(a, name).remote(*args, **kwargs) for a in self.actors]
+        return spec.collect.apply(self._gather(refs))
 
     def _gather(self, refs: Sequence[ray.ObjectRef], ranks: Sequence[int] | None = None) -> list[Any]:
         """ray.get in rank order, failing fast on the first rank that dies or raises."""

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 from rlhf.workers.actor import Actor
-from rlhf.workers.base import Mode, Worker, dispatch
+from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch, memory_metrics
+from rlhf.workers.engine import save_hf_model
 from rlhf.workers.reference import ReferencePolicy
 from rlhf.workers.rollout import VLLMRollout
 from transformers import AutoTokenizer
@@ -29,12 +30,12 @@ class ActorRolloutRefWorker(Worker):
     def __init__(self, role: str, rank: int, world_size: int, cfg: RLHFConfig, device: str, need_ref: bool) -> None:
         super().__init__(role, rank, world_size)
         self.cfg, self.need_ref = cfg, need_ref
-        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+        self.device = device_of(device)
         torch.manual_seed(cfg.trainer.seed + rank)
         if cfg.trainer.deterministic:
             torch.use_deterministic_algorithms(True)
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def init_model(self) -> None:
         """Build the DeepSpeed actor, then vLLM (after torch.distributed, which vLLM leaves intact), then the ref."""
         self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
@@ -42,7 +43,7 @@ class ActorRolloutRefWorker(Worker):
         self.rollout = VLLMRollout(self.cfg, self.device, self.tokenizer.pad_token_id)
         self.ref = ReferencePolicy(self.cfg, self.device) if self.need_ref else None
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.CONCAT)
     def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
         """n responses per prompt; temperature/n default to the rollout config (validation passes its own)."""
         r = self.cfg.rollout
@@ -56,12 +57,12 @@ class ActorRolloutRefWorker(Worker):
         )
         return out
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.CONCAT)
     def compute_log_prob(self, batch: Batch) -> Batch:
         self.rollout.sleep()
         return self.actor.compute_log_prob(batch)
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.CONCAT)
     def compute_ref_log_prob(self, batch: Batch) -> Batch:
         if self.ref is None:
             raise RuntimeError(
@@ -69,13 +70,13 @@ class ActorRolloutRefWorker(Worker):
             )
         return self.ref.compute_log_prob(batch)
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.FIRST)
     def update_actor(self, batch: Batch) -> dict[str, float]:
         """Train on this rank's shard; the metrics are global (reduced over ranks), the same on every rank."""
         self.rollout.sleep()
-        return self.actor.update(batch)
+        return {**self.actor.update(batch), **memory_metrics(self.device)}
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.MAX)
     def sync_weights(self) -> float:
         """Push the actor's weights into this rank's vLLM engine; returns seconds taken."""
         start = time.perf_counter()
@@ -83,21 +84,18 @@ class ActorRolloutRefWorker(Worker):
         self.rollout.sync_weights(self.actor.state_dict_for_sync())
         return time.perf_counter() - start
 
-    @dispatch(Mode.RANK0)
+    @dispatch(Mode.ALL, Collect.NONE)
     def save_hf_model(self, path: str) -> None:
         """Write the policy in Hugging Face format (every rank gathers under ZeRO-3; rank 0 writes)."""
-        weights = dict(self.actor.state_dict_for_sync())
-        if self.rank == 0:
-            self.actor.model.save_pretrained(path, state_dict=weights)
-            self.tokenizer.save_pretrained(path)
+        save_hf_model(self.actor.model, self.tokenizer, path, self.cfg.actor.zero_stage, self.rank)
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def save_checkpoint(self, directory: str) -> None:
         """Actor engine state under <directory>/actor (every rank) and the HF policy under <directory>/hf."""
         self.actor.save_checkpoint(Path(directory) / "actor")
         self.save_hf_model(str(Path(directory) / "hf"))
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def load_checkpoint(self, directory: str) -> None:
         """Restore the actor from <directory>/actor, then give vLLM the restored weights."""
         self.actor.load_checkpoint(Path(directory) / "actor")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 
 import torch
-from rlhf.workers.base import Mode, Worker, dispatch
+from rlhf.workers.base import Collect, Mode, Worker, dispatch
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
 from rlhf.rewards import RewardItem, RewardRunner
+from rlhf.sequences import last_token_index
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class RewardWorker(Worker):
         r = cfg.reward
         self.runner = RewardRunner(r.function, num_workers=r.num_processes, timeout_s=r.timeout_s)
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.CONCAT)
     def compute_score(self, batch: Batch) -> Batch:
         """token_level_scores [B, R] float32, reward_error / reward_timeout [B] float32 flags, extra reward metrics."""
         nt = batch.non_tensors
@@ -39,9 +40,10 @@ class RewardWorker(Worker):
         result = self.runner.score(items)
         response_mask = batch["response_mask"]
         scores = torch.zeros_like(response_mask, dtype=torch.float32)
-        # The score belongs to the last generated token (index length-1); an empty response scores at index 0.
-        last = (response_mask.sum(dim=1).long() - 1).clamp(min=0)
-        scores[torch.arange(len(batch)), last] = torch.tensor(result.scores, dtype=torch.float32)
+        # The score belongs to the last generated token; an empty response scores at index 0.
+        scores[torch.arange(len(batch)), last_token_index(response_mask)] = torch.tensor(
+            result.scores, dtype=torch.float32
+        )
         out = Batch({"token_level_scores": scores})
         out["reward_error"] = torch.tensor(result.error_flags, dtype=torch.float32)
         out["reward_timeout"] = torch.tensor(result.timeout_flags, dtype=torch.float32)
@@ -51,6 +53,6 @@ class RewardWorker(Worker):
             logger.warning("reward function failed on a sample (scored 0):\n%s", result.first_traceback)
         return out
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def close(self) -> None:
         self.runner.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from rlhf.workers.base import Mode, Worker, dispatch
+from rlhf.workers.base import Collect, Mode, Worker, dispatch
 from rlhf.workers.engine import TORCH_DTYPES
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -34,7 +34,7 @@ class RewardModelWorker(Worker):
         )
         self.model.eval().requires_grad_(False)
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.CONCAT)
     @torch.no_grad()
     def compute_rm_score(self, batch: Batch) -> Batch:
         texts = [

@@ -1,42 +1,34 @@
 """The SFT worker: one data-parallel rank holding the policy in the actor's DeepSpeed engine, trained on targets.
 
 The engine is built exactly as the RL actor's (`rlhf.workers.engine`), log-probs come from the same fused kernel
-(`rlhf.workers.logprob`), and the loss is normalised the same way: divided by the response-token count of the whole
-batch across all micro-batches and ranks, so the gradient does not depend on how the batch is split.
+(`rlhf.workers.logprob`), and the update runs through the same loop (`rlhf.workers.update_loop`) with a token-mean
+NLL over the target tokens, so the gradient does not depend on how the batch is split into micro-batches and ranks.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
-from rlhf.workers.base import Mode, Worker, dispatch
+from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch
 from rlhf.workers.engine import (
     TORCH_DTYPES,
-    backward_global,
     build_engine,
     deepspeed_config,
-    gathered_state_dict,
-    global_sum,
+    load_engine,
+    save_engine,
+    save_hf_model,
 )
 from rlhf.workers.logprob import response_log_probs
+from rlhf.workers.update_loop import Aggregator, MicroBatchLoss, UpdateSpec, train_mini_batches
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rlhf.algorithms import aggregate_loss
 from rlhf.batch import Batch
 from rlhf.sft_config import SFTConfig
 
 logger = logging.getLogger(__name__)
-
-
-def masked_nll(log_probs: torch.Tensor, response_mask: torch.Tensor, num_tokens: float) -> torch.Tensor:
-    """Summed negative log-likelihood of the target tokens divided by a global token count.
-
-    Args:
-        log_probs: [B, R] float32 log-prob of each response token.
-        response_mask: [B, R] 1 on target tokens, 0 on padding (prompt tokens are not in R at all).
-        num_tokens: target tokens in the whole batch on all ranks (not just this micro-batch).
-    """
-    return -(log_probs * response_mask).sum() / max(num_tokens, 1.0)
 
 
 class SFTWorker(Worker):
@@ -45,12 +37,13 @@ class SFTWorker(Worker):
     def __init__(self, role: str, rank: int, world_size: int, cfg: SFTConfig, device: str) -> None:
         super().__init__(role, rank, world_size)
         self.cfg = cfg
-        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device("cpu")
+        self.device = device_of(device)
+        self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 1000 * rank)  # checkpointed, unused
         torch.manual_seed(cfg.trainer.seed + rank)
         if cfg.trainer.deterministic:
             torch.use_deterministic_algorithms(True)
 
-    @dispatch(Mode.ALL)
+    @dispatch(Mode.ALL, Collect.NONE)
     def init_model(self) -> None:
         """Load the HF model and wrap it in the actor's DeepSpeed engine (after torch.distributed is joined)."""
         cfg, s = self.cfg, self.cfg.sft
@@ -81,7 +74,7 @@ class SFTWorker(Worker):
         )
         return log_probs
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.FIRST)
     def sft_step(self, batch: Batch) -> dict[str, float]:
         """One optimizer step on this rank's share of the batch (gradient accumulation over micro-batches).
 
@@ -90,38 +83,45 @@ class SFTWorker(Worker):
                 responses and response_mask [B, R].
 
         Returns:
-            train/loss (mean NLL per target token over the whole batch, the same on every rank), train/grad_norm,
-            train/lr, train/num_tokens.
+            train/loss (mean NLL per target token over the whole batch), train/grad_norm, train/lr,
+            train/skipped_update, train/num_tokens; global over ranks (rank 0's speak for all).
         """
-        self.engine.train()
-        (num_tokens,) = global_sum(self.world_size, batch["response_mask"].sum().item())
-        loss_sum = 0.0
-        for micro in batch.chunk_by_size(self.cfg.sft.micro_batch_size_per_device):
-            loss = masked_nll(self._log_probs(micro), micro["response_mask"].to(self.device), num_tokens)
-            backward_global(self.engine, loss, self.world_size)  # steps the optimizer at the last micro-batch
-            loss_sum += loss.item()
-        (loss_total,) = global_sum(self.world_size, loss_sum)
-        grad_norm = self.engine.get_global_grad_norm()
-        return {
-            "train/loss": loss_total,
-            "train/grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-            "train/lr": self.engine.get_lr()[0],
-            "train/num_tokens": num_tokens,
-        }
+        spec = UpdateSpec(
+            prefix="train/", mini_batch_size=len(batch), epochs=1, loss_agg_mode="token-mean", norm_length=1
+        )
+        metrics = train_mini_batches(
+            self.engine,
+            batch,
+            self.micro_batch_loss,
+            lambda mini: mini.chunk_by_size(self.cfg.sft.micro_batch_size_per_device),
+            spec,
+            self.world_size,
+            None,
+        )
+        return metrics
 
-    @dispatch(Mode.DP)
+    def micro_batch_loss(self, micro: Batch, agg: Aggregator) -> MicroBatchLoss:
+        """Negative log-likelihood of the target tokens, normalised by the batch's global target-token count."""
+        micro = micro.to(self.device)
+        loss = agg(-self._log_probs(micro), micro["response_mask"])
+        return MicroBatchLoss(
+            loss=loss, sums={"train/loss": loss.item(), "train/num_tokens": float(micro["response_mask"].sum())}
+        )
+
+    @dispatch(Mode.DP, Collect.SUM)
     @torch.no_grad()
     def eval_loss(self, batch: Batch) -> tuple[float, float]:
         """(summed NLL of the target tokens, number of target tokens) on this rank's share, no gradient."""
         self.engine.eval()
         nll, count = 0.0, 0.0
         for micro in batch.chunk_by_size(self.cfg.sft.micro_batch_size_per_device):
-            mask = micro["response_mask"].to(self.device)
-            nll += masked_nll(self._log_probs(micro), mask, 1.0).item()
+            micro = micro.to(self.device)
+            mask = micro["response_mask"]
+            nll += float(aggregate_loss(-self._log_probs(micro), mask, "token-mean", global_num_tokens=1.0))
             count += mask.sum().item()
         return nll, count
 
-    @dispatch(Mode.DP)
+    @dispatch(Mode.DP, Collect.CONCAT)
     @torch.no_grad()
     def generate(self, prompts: Batch) -> Batch:
         """Greedy responses to `prompts.non_tensors["prompt_ids"]`; adds `response_text` (up to the first EOS)."""
@@ -149,11 +149,18 @@ class SFTWorker(Worker):
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
         return Batch(non_tensors={**prompts.non_tensors, "response_text": texts}, meta=dict(prompts.meta))
 
-    @dispatch(Mode.RANK0)
+    @dispatch(Mode.ALL, Collect.NONE)
     def save_hf_model(self, path: str) -> None:
         """Write the model in Hugging Face format with its tokenizer (every rank gathers under ZeRO-3; rank 0 writes)."""
-        weights = dict(gathered_state_dict(self.model, self.cfg.sft.zero_stage))
+        save_hf_model(self.model, self.tokenizer, path, self.cfg.sft.zero_stage, self.rank)
         if self.rank == 0:
-            self.model.save_pretrained(path, state_dict=weights)
-            self.tokenizer.save_pretrained(path)
             logger.info("saved the SFT model to %s", path)
+
+    @dispatch(Mode.ALL, Collect.NONE)
+    def save_checkpoint(self, directory: str) -> None:
+        """The engine (weights, optimizer, LR schedule) under <directory>/model, every rank its shard."""
+        save_engine(self.engine, Path(directory) / "model", self.rank, self.generator)
+
+    @dispatch(Mode.ALL, Collect.NONE)
+    def load_checkpoint(self, directory: str) -> None:
+        load_engine(self.engine, Path(directory) / "model", self.rank, self.generator)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from rlhf.algorithms.config import AlgorithmConfig
-from rlhf.algorithms.core import masked_whiten
+from rlhf.algorithms.core import group_stats, masked_whiten
 from rlhf.algorithms.registry import ADVANTAGE_ESTIMATORS
 
 # Added to the group std before dividing (verl's GRPO epsilon).
@@ -51,33 +51,6 @@ def register_advantage(name: str, *, override: bool = False) -> Callable[[Advant
 def get_advantage_fn(name: str) -> AdvantageFn:
     """The estimator registered as `name`; ValueError listing the choices otherwise."""
     return ADVANTAGE_ESTIMATORS.lookup(name)
-
-
-# ---- group statistics shared by the outcome estimators -------------------------------------------------------------
-
-
-@dataclass
-class _GroupStats:
-    mean: Tensor  # [B] mean score of each sample's group
-    std: Tensor  # [B] unbiased std of the group (0 for a group of one)
-    size: Tensor  # [B] float number of samples in the group
-    is_informative: Tensor  # [B] bool: the group has >= 2 samples whose scores differ
-
-
-def _group_stats(scores: Tensor, group_ids: Tensor) -> _GroupStats:
-    """Per-sample statistics of the sample's group. scores: [B] float, group_ids: [B] long."""
-    _, inverse = torch.unique(group_ids, return_inverse=True)  # [B] group index in 0..G-1
-    num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
-    zeros = scores.new_zeros(num_groups)
-    size = zeros.index_add(0, inverse, torch.ones_like(scores))
-    mean = zeros.index_add(0, inverse, scores) / size
-    sq_dev = zeros.index_add(0, inverse, (scores - mean[inverse]) ** 2)
-    std = torch.sqrt(sq_dev / (size - 1).clamp(min=1.0))
-    # Exact max == min test: float rounding in the mean can leave ~1e-9 residues that 1 / (std + eps) would blow up.
-    group_max = zeros.scatter_reduce(0, inverse, scores, reduce="amax", include_self=False)
-    group_min = zeros.scatter_reduce(0, inverse, scores, reduce="amin", include_self=False)
-    is_informative = group_max > group_min
-    return _GroupStats(mean[inverse], std[inverse], size[inverse], is_informative[inverse])
 
 
 def _sequence_scores(inputs: AdvantageInputs) -> Tensor:
@@ -132,7 +105,7 @@ def grpo_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tenso
     no comparison signal (verl instead gives a lone sample its raw score). returns = advantages.
     """
     scores = _sequence_scores(inputs)
-    stats = _group_stats(scores, inputs.group_ids)
+    stats = group_stats(scores, inputs.group_ids)
     advantages = scores - stats.mean
     if cfg.norm_adv_by_std:
         advantages = advantages / (stats.std + STD_EPS)
@@ -150,7 +123,7 @@ def drgrpo_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Ten
     Groups of size 1 / all-equal scores give 0. returns = advantages.
     """
     scores = _sequence_scores(inputs)
-    stats = _group_stats(scores, inputs.group_ids)
+    stats = group_stats(scores, inputs.group_ids)
     advantages = torch.where(stats.is_informative, scores - stats.mean, torch.zeros_like(scores))
     advantages = _broadcast(advantages, inputs.response_mask)
     return advantages, advantages
@@ -164,7 +137,7 @@ def rloo_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tenso
     form a baseline and gets 0. returns = advantages.
     """
     scores = _sequence_scores(inputs)
-    stats = _group_stats(scores, inputs.group_ids)
+    stats = group_stats(scores, inputs.group_ids)
     scale = stats.size / (stats.size - 1).clamp(min=1.0)
     advantages = torch.where(stats.is_informative, scale * (scores - stats.mean), torch.zeros_like(scores))
     advantages = _broadcast(advantages, inputs.response_mask)
@@ -198,7 +171,7 @@ def reinforce_pp_baseline_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfi
     every masked token of the batch. returns = advantages.
     """
     scores = _sequence_scores(inputs)
-    stats = _group_stats(scores, inputs.group_ids)
+    stats = group_stats(scores, inputs.group_ids)
     centred = torch.where(stats.is_informative, scores - stats.mean, torch.zeros_like(scores))
     advantages = masked_whiten(_broadcast(centred, inputs.response_mask), inputs.response_mask)
     advantages = advantages * inputs.response_mask

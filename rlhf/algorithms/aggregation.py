@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import get_args
 
 from torch import Tensor
 
+from rlhf.algorithms.config import LossAggMode
+
 # Names accepted by `algorithm.loss_agg_mode`.
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+LOSS_AGG_MODES: tuple[str, ...] = get_args(LossAggMode)
 
 
 def aggregation_counts(mask: Tensor) -> tuple[float, float]:

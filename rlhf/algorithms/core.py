@@ -6,11 +6,16 @@ an empty mask gives a mean of 0 and a variance of 0 instead of NaN.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 # Added to the variance before the inverse square root in `masked_whiten` (verl's value).
 WHITEN_EPS = 1e-8
+# Log-ratios are clamped to +-this before exp() so a stale or broken token cannot overflow to inf (verl's bound);
+# shared by the policy losses and the KL estimators.
+LOG_RATIO_CLAMP = 20.0
 
 
 def masked_sum(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -59,3 +64,29 @@ def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True) -> Tens
     var = masked_var(values, mask)
     whitened = (values - mean) * torch.rsqrt(var + WHITEN_EPS)
     return whitened if shift_mean else whitened + mean
+
+
+@dataclass
+class GroupStats:
+    """Per-sample statistics of the sample's prompt group (GRPO-style estimators, DAPO's filter)."""
+
+    mean: Tensor  # [B] mean score of each sample's group
+    std: Tensor  # [B] unbiased std of the group (0 for a group of one)
+    size: Tensor  # [B] float number of samples in the group
+    is_informative: Tensor  # [B] bool: the group has >= 2 samples whose scores differ
+
+
+def group_stats(scores: Tensor, group_ids: Tensor) -> GroupStats:
+    """Per-sample statistics of the sample's group. scores: [B] float, group_ids: [B] long."""
+    _, inverse = torch.unique(group_ids, return_inverse=True)  # [B] group index in 0..G-1
+    num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
+    zeros = scores.new_zeros(num_groups)
+    size = zeros.index_add(0, inverse, torch.ones_like(scores))
+    mean = zeros.index_add(0, inverse, scores) / size
+    sq_dev = zeros.index_add(0, inverse, (scores - mean[inverse]) ** 2)
+    std = torch.sqrt(sq_dev / (size - 1).clamp(min=1.0))
+    # Exact max == min test: float rounding in the mean can leave ~1e-9 residues that 1 / (std + eps) would blow up.
+    group_max = zeros.scatter_reduce(0, inverse, scores, reduce="amax", include_self=False)
+    group_min = zeros.scatter_reduce(0, inverse, scores, reduce="amin", include_self=False)
+    is_informative = group_max > group_min
+    return GroupStats(mean[inverse], std[inverse], size[inverse], is_informative[inverse])

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlhf.algorithms.core import group_stats
+
 
 def select_informative_groups(seq_scores: Tensor, group_ids: Tensor) -> Tensor:
     """Keep mask for dynamic sampling: True for samples whose group's scores do not all agree.
@@ -23,13 +25,7 @@ def select_informative_groups(seq_scores: Tensor, group_ids: Tensor) -> Tensor:
     Returns:
         [B] bool.
     """
-    _, inverse = torch.unique(group_ids, return_inverse=True)  # [B] group index
-    num_groups = int(inverse.max().item()) + 1 if inverse.numel() else 0
-    scores = seq_scores.float()
-    empty = scores.new_zeros(num_groups)
-    group_max = empty.scatter_reduce(0, inverse, scores, reduce="amax", include_self=False)
-    group_min = empty.scatter_reduce(0, inverse, scores, reduce="amin", include_self=False)
-    return (group_max > group_min)[inverse]
+    return group_stats(seq_scores.float(), group_ids).is_informative
 
 
 def overlong_reward_penalty(

@@ -7,18 +7,18 @@ The adaptive coefficient lives in `kl_control.py`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import get_args
 
 import torch
 from torch import Tensor
 
-from rlhf.algorithms.core import masked_mean
+from rlhf.algorithms.config import KLEstimator
+from rlhf.algorithms.core import LOG_RATIO_CLAMP, masked_mean
 
 # Names accepted by `algorithm.kl_penalty` and `algorithm.kl_loss_type`.
-KL_ESTIMATORS = ("k1", "k2", "k3", "abs")
+KL_ESTIMATORS: tuple[str, ...] = get_args(KLEstimator)
 
-# Limits from verl's `low_var_kl`: the log-ratio is clamped before exp() so it cannot overflow, and the k3 value is
-# clamped so one wildly off-policy token cannot dominate the loss.
-_LOG_RATIO_CLAMP = 20.0
+# From verl's `low_var_kl`: the k3 value is clamped so one wildly off-policy token cannot dominate the loss.
 _K3_CLAMP = 10.0
 
 
@@ -49,7 +49,7 @@ def kl_estimate(log_probs: Tensor, ref_log_probs: Tensor, kind: str) -> Tensor:
     if kind == "k2":
         return 0.5 * diff.square()
     if kind == "k3":
-        ref_minus_logp = torch.clamp(-diff, -_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+        ref_minus_logp = torch.clamp(-diff, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         k3 = torch.exp(ref_minus_logp) - ref_minus_logp - 1.0
         return torch.clamp(k3, -_K3_CLAMP, _K3_CLAMP)
     if kind == "abs":

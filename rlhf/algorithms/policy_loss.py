@@ -16,14 +16,11 @@ import torch
 from torch import Tensor
 
 from rlhf.algorithms.config import AlgorithmConfig
-from rlhf.algorithms.core import masked_mean, masked_sum
+from rlhf.algorithms.core import LOG_RATIO_CLAMP, masked_mean, masked_sum
 from rlhf.algorithms.registry import POLICY_LOSSES
 
 Aggregator = Callable[[Tensor, Tensor], Tensor]
 PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, AlgorithmConfig, Aggregator], tuple[Tensor, dict[str, Tensor]]]
-
-# log-ratios are clamped before exp() so a stale or broken token cannot overflow to inf (verl uses the same bound).
-_LOG_RATIO_CLAMP = 20.0
 
 
 def register_policy_loss(name: str, *, override: bool = False) -> Callable[[PolicyLossFn], PolicyLossFn]:
@@ -62,7 +59,7 @@ def ppo_policy_loss(
         metrics: actor/pg_clipfrac (fraction of tokens where the clipped term is active), actor/ppo_kl,
         actor/pg_clipfrac_lower (fraction where the dual clip is active).
     """
-    log_ratio = torch.clamp(log_probs - old_log_probs, -_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    log_ratio = torch.clamp(log_probs - old_log_probs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)  # [B, T]
     loss_unclipped = -advantages * ratio
     loss_clipped = -advantages * torch.clamp(ratio, 1.0 - cfg.clip_ratio_low, 1.0 + cfg.clip_ratio_high)
@@ -108,7 +105,7 @@ def gspo_policy_loss(
     seq_log_ratio = masked_sum(log_ratio, response_mask, dim=-1) / response_mask.sum(dim=-1).clamp(min=1.0)  # [B]
     # Same value as seq_log_ratio on every token; gradient flows through log_probs token by token.
     token_log_ratio = log_probs - log_probs.detach() + seq_log_ratio.detach().unsqueeze(-1)  # [B, T]
-    ratio = torch.exp(torch.clamp(token_log_ratio, max=_LOG_RATIO_CLAMP))
+    ratio = torch.exp(torch.clamp(token_log_ratio, max=LOG_RATIO_CLAMP))
     loss_unclipped = -advantages * ratio
     loss_clipped = -advantages * torch.clamp(ratio, 1.0 - cfg.gspo_clip_ratio_low, 1.0 + cfg.gspo_clip_ratio_high)
     loss_mat = torch.maximum(loss_unclipped, loss_clipped)
@@ -141,7 +138,7 @@ def cispo_policy_loss(
         loss, metrics (actor/pg_clipfrac = fraction of truncated weights, actor/ppo_kl, actor/pg_clipfrac_lower =
         fraction truncated from below).
     """
-    ratio = torch.exp(torch.clamp(log_probs - old_log_probs, -_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)).detach()
+    ratio = torch.exp(torch.clamp(log_probs - old_log_probs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)).detach()
     low, high = 1.0 - cfg.cispo_clip_ratio_low, 1.0 + cfg.cispo_clip_ratio_high
     weight = torch.clamp(ratio, low, high)
     loss_mat = -weight * advantages * log_probs

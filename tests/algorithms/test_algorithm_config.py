@@ -53,15 +53,20 @@ def test_derived_requirements():
     assert AlgorithmConfig(use_kl_in_reward=True).needs_ref()
 
 
-def test_omegaconf_structured_schema():
-    omegaconf = pytest.importorskip("omegaconf")
-    schema = omegaconf.OmegaConf.structured(AlgorithmConfig)
-    merged = omegaconf.OmegaConf.merge(
-        schema, {"advantage": "rloo", "rollout_is": "token", "kl_ctrl": {"type": "adaptive"}}
-    )
-    cfg = omegaconf.OmegaConf.to_object(merged)
+def test_hydra_schema_composes_into_the_typed_config():
+    """Hydra composes over the OmegaConf mirror of the schema; `build` gives back the typed dataclasses."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    from rlhf.schema import build, hydra_schema
+
+    schema = OmegaConf.structured(hydra_schema(AlgorithmConfig))
+    merged = OmegaConf.merge(schema, {"advantage": "rloo", "rollout_is": "token", "kl_ctrl": {"type": "adaptive"}})
+    cfg = build(AlgorithmConfig, OmegaConf.to_container(merged))
     assert isinstance(cfg, AlgorithmConfig) and isinstance(cfg.kl_ctrl, KLControlConfig)
     assert cfg.advantage == "rloo" and cfg.rollout_is == "token" and cfg.kl_ctrl.type == "adaptive"
     cfg.validate()
-    with pytest.raises(omegaconf.errors.ConfigKeyError):
-        omegaconf.OmegaConf.merge(schema, {"not_a_key": 1})
+    with pytest.raises(ConfigKeyError):
+        OmegaConf.merge(schema, {"not_a_key": 1})
+    with pytest.raises(ValueError, match="unknown config key kl_ctrl.nope"):
+        build(AlgorithmConfig, {"kl_ctrl": {"nope": 1}})

@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from rlhf.batch import Batch
-from rlhf.metrics import data_metrics, logprob_diff_metrics, throughput_metrics, validation_metrics
+from rlhf.metrics import (
+    data_metrics,
+    explained_variance,
+    logprob_diff_metrics,
+    mfu_metrics,
+    throughput_metrics,
+    update_flops,
+    validation_metrics,
+)
 from rlhf.tracking import format_console_line
 from rlhf.trainer import group_ids
 
@@ -42,21 +50,63 @@ def test_data_metrics_scores_lengths_and_reward_failures() -> None:
 
 def test_throughput_counts_real_tokens_per_device() -> None:
     batch = Batch({"attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])})
-    m = throughput_metrics(batch, step_time_s=0.5, num_devices=2, num_params=10, device_name="cpu")
+    m = throughput_metrics(batch, {"timing_s/step": 0.5}, num_devices=2)
     assert m["perf/throughput"] == pytest.approx(5 / 0.5 / 2)
-    assert "perf/mfu/actor" not in m  # no known peak for a CPU
-    gpu = throughput_metrics(batch, 0.5, 2, 10**9, "NVIDIA H100 80GB HBM3")
-    assert gpu["perf/mfu/actor"] == pytest.approx(8 * 10**9 * 5 / 0.5 / 2 / 989e12)
+    assert m["perf/time_per_step"] == 0.5 and m["perf/total_num_tokens"] == 5
 
 
-def test_validation_accuracy_per_source() -> None:
-    batch = Batch(
-        {"token_level_scores": torch.tensor([[1.0], [0.0], [1.0]])},
-        {"data_source": ["arith", "arith", "gsm8k"]},
+def test_mfu_is_update_flops_over_update_time_as_verl() -> None:
+    # 2 sequences of 3 and 4 tokens, 10 params, attention coefficient 6 x hidden 4 x layers 2 = 48, 1 epoch:
+    # 6 x 10 x 7 + 48 x (9 + 16) = 420 + 1200 = 1620 FLOPs.
+    flops = update_flops(10, 48.0, [3, 4], passes=1)
+    assert flops == 1620
+    assert update_flops(10, 48.0, [3, 4], passes=2) == 3240
+    assert mfu_metrics(flops, 0.5, 2, "cpu") == {}  # no known peak for a CPU
+    m = mfu_metrics(1e15, 2.0, 2, "NVIDIA H100 80GB HBM3")
+    assert m["perf/mfu/actor"] == pytest.approx(1e15 / 2.0 / 2 / 989e12)
+
+
+def test_explained_variance() -> None:
+    returns = torch.tensor([[1.0, 2.0, 0.0], [3.0, 4.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    assert explained_variance(returns, returns, mask) == pytest.approx(1.0)
+    # values = mean(returns): residual variance = variance of returns -> 0
+    assert explained_variance(torch.full_like(returns, 2.5), returns, mask) == pytest.approx(0.0)
+
+
+def test_validation_accuracy_per_source_uses_correctness_not_score() -> None:
+    # Partial credit (0.1, a format bonus) earns reward but is not correct.
+    m = validation_metrics(
+        acc=[1.0, 0.0, 1.0],
+        scores=[1.0, 0.1, 1.0],
+        uids=["a", "b", "c"],
+        sources=["arith", "arith", "gsm8k"],
+        answers=["46", "4", "7"],
+        n=1,
     )
-    m = validation_metrics(batch)
-    assert m["val/arith/acc/mean@1"] == pytest.approx(0.5)
-    assert m["val/gsm8k/acc/mean@1"] == 1.0
+    assert m["val-core/arith/acc/mean@1"] == pytest.approx(0.5)
+    assert m["val-core/gsm8k/acc/mean@1"] == 1.0
+    assert m["val-aux/arith/reward/mean@1"] == pytest.approx(0.55)
+    assert not any("@1/" in k or "std@1" in k for k in m)  # best/worst/maj only for n > 1
+
+
+def test_validation_at_k_mean_best_worst_maj() -> None:
+    # prompt p0: acc (1, 0, 1) answers (7, 8, 7) -> mean 2/3, best 1, worst 0, majority "7" correct
+    # prompt p1: acc (0, 0, 1) answers (5, 5, 6) -> mean 1/3, best 1, worst 0, majority "5" wrong
+    m = validation_metrics(
+        acc=[1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+        scores=[1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+        uids=["p0"] * 3 + ["p1"] * 3,
+        sources=["arith"] * 6,
+        answers=["7", "8", "7", "5", "5", "6"],
+        n=3,
+    )
+    assert m["val-core/arith/acc/mean@3"] == pytest.approx(0.5)
+    assert m["val-core/arith/acc/best@3/mean"] == pytest.approx(1.0)
+    assert m["val-core/arith/acc/maj@3/mean"] == pytest.approx(0.5)
+    assert m["val-aux/arith/acc/worst@3/mean"] == pytest.approx(0.0)
+    # std over a prompt's samples: sqrt(2/9) for both
+    assert m["val-aux/arith/acc/std@3"] == pytest.approx((2 / 9) ** 0.5)
 
 
 def test_group_ids_follow_first_appearance() -> None:
@@ -64,19 +114,6 @@ def test_group_ids_follow_first_appearance() -> None:
 
 
 def test_console_line_shows_the_headline_metrics() -> None:
-    line = format_console_line(3, {"critic/score/mean": 0.25, "val/arith/acc/mean@1": 0.5, "actor/lr": 1e-3})
-    assert line.startswith("step 3") and "critic/score/mean=0.25" in line and "val/arith/acc/mean@1=0.5" in line
+    line = format_console_line(3, {"critic/score/mean": 0.25, "val-core/arith/acc/mean@1": 0.5, "actor/lr": 1e-3})
+    assert line.startswith("step 3") and "critic/score/mean=0.25" in line and "val-core/arith/acc/mean@1=0.5" in line
     assert "actor/lr" not in line
-
-
-def test_sampled_validation_pass_and_mean_at_k() -> None:
-    from rlhf.metrics import sampled_validation_metrics
-
-    # prompt p0: samples (1, 0) -> pass, mean 0.5; prompt p1: (0, 0) -> fail, mean 0.
-    batch = Batch(
-        {"token_level_scores": torch.tensor([[1.0], [0.0], [0.0], [0.0]])},
-        {"uid": ["p0", "p0", "p1", "p1"], "data_source": ["arith"] * 4},
-    )
-    m = sampled_validation_metrics(batch, k=2)
-    assert m["val/arith/acc/pass@2"] == pytest.approx(0.5)
-    assert m["val/arith/acc/mean@2"] == pytest.approx(0.25)

@@ -27,7 +27,7 @@ def write_metrics(run_dir: Path) -> None:
             "actor/kl_loss": "nan",
         }
         if step % 10 == 0:
-            row["val/arith/acc/mean@1"] = 0.2 if step == 10 else 0.6
+            row["val-core/arith/acc/mean@1"] = 0.2 if step == 10 else 0.6
         rows.append(json.dumps(row))
     (run_dir / "metrics.jsonl").write_text("\n".join(rows) + "\n{truncated")
 
@@ -43,7 +43,7 @@ def test_plot_writes_a_png_and_skips_missing_metrics(tmp_path: Path) -> None:
 def test_summary_reports_accuracy_wall_time_and_throughput(tmp_path: Path) -> None:
     write_metrics(tmp_path)
     summary = summarize_run(tmp_path)
-    assert "val/arith/acc/mean@1: 0.200 at step 10 -> 0.600 at step 20 (+40.0 points)" in summary
+    assert "val-core/arith/acc/mean@1: 0.200 at step 10 -> 0.600 at step 20 (+40.0 points)" in summary
     assert "wall time in steps: 10.0 s" in summary
     assert "mean perf/throughput: 110.5" in summary
 

@@ -40,7 +40,7 @@ def test_sft_main_trains_validates_and_saves(tiny_model_dir: Path, tmp_path: Pat
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[-1]["train/loss"] < rows[0]["train/loss"]
-    assert "val/arith/acc/mean@1" in rows[2] and "val/loss" in rows[5]
+    assert "val-core/arith/acc/mean@1" in rows[2] and "val/loss" in rows[5]
     assert (run_dir / "final_model" / "config.json").is_file()
     assert (run_dir / "final_model" / "tokenizer.json").is_file()
 

@@ -15,10 +15,11 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from rlhf.workers.base import free_port  # noqa: E402
-from rlhf.workers.sft import SFTWorker, masked_nll  # noqa: E402
+from rlhf.workers.sft import SFTWorker  # noqa: E402
 from sft_recipes import compose_sft  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from rlhf.algorithms import make_loss_aggregator  # noqa: E402
 from rlhf.batch import Batch  # noqa: E402
 from rlhf.data import make_arith_rows  # noqa: E402
 from rlhf.sft_trainer import collate, encode_examples  # noqa: E402
@@ -53,7 +54,8 @@ def batch(worker: SFTWorker) -> Batch:
 
 
 def test_loss_is_cross_entropy_on_response_tokens_only(worker: SFTWorker, batch: Batch) -> None:
-    """Our masked NLL equals HF's cross-entropy with every prompt and padding label set to -100."""
+    """The worker's micro-batch loss (token-mean NLL) equals HF's cross-entropy with every prompt and padding label
+    set to -100."""
     labels = batch["input_ids"].clone()
     response_len = batch["responses"].shape[1]
     labels[:, :-response_len] = -100  # prompt tokens are not trained on
@@ -65,7 +67,8 @@ def test_loss_is_cross_entropy_on_response_tokens_only(worker: SFTWorker, batch:
             position_ids=batch["position_ids"],
             labels=labels,
         ).loss
-        ours = masked_nll(worker._log_probs(batch), batch["response_mask"], batch["response_mask"].sum().item())
+        agg = make_loss_aggregator("token-mean", global_num_tokens=batch["response_mask"].sum().item())
+        ours = worker.micro_batch_loss(batch, agg).loss
     torch.testing.assert_close(ours, hf, atol=1e-5, rtol=1e-5)
 
 

@@ -1,0 +1,124 @@
+"""What both entry points (`rlhf.main`, `rlhf.sft_main`) do around their trainer, written once.
+
+    prepare_run   validate (before any heavy import), build the tiny model if asked, pick and fill the run dir
+    run_trainer   setup -> fit -> cleanup, restarting from the last checkpoint after a worker dies, curves at the end
+
+Under Hydra, each invocation keeps its own `.hydra/` and `main.log` in a time-stamped folder of the run dir (a failed
+invocation never overwrites a good run's), and each job of a sweep (`-m`) gets its own run dir under the sweep dir.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from rlhf.config import TrainerConfig, to_yaml
+from rlhf.models.tiny import build_tiny_model
+from rlhf.plotting import plot_run, summarize_run
+from rlhf.schema import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Third-party loggers that are chatty at INFO: kept at WARNING so the console shows one line per step.
+QUIET_LOGGERS = ("vllm", "deepspeed", "DeepSpeed", "ray", "torch.distributed", "httpx", "urllib3", "filelock")
+
+
+class Trainer(Protocol):
+    def setup(self) -> None: ...
+    def fit(self) -> dict[str, float]: ...
+    def cleanup(self) -> None: ...
+
+
+def configure_logging(level: str) -> None:
+    """This project's loggers at `trainer.log_level`, the noisy libraries at WARNING (handlers stay Hydra's)."""
+    if not logging.getLogger().handlers:  # not under Hydra (a script or a test): a plain console handler
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("rlhf").setLevel(level)
+    logging.getLogger("__main__").setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def hydra_sweep_job_dir() -> Path | None:
+    """Hydra's output folder of this job when it is one job of a sweep (`-m`); None otherwise."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hydra_cfg.runtime.output_dir).resolve()
+
+
+def prepare_run(cfg: Any, validate: Callable[[Any], None], run_dir: Path | None = None) -> Path:
+    """Validate `cfg`, build the tiny model if `model.build_tiny`, create the run dir and save the resolved config.
+
+    Args:
+        run_dir: where the run writes; None: a sweep job's own folder under Hydra, else `trainer.run_dir()`.
+
+    Returns:
+        The run directory (absolute).
+
+    Raises:
+        ValueError: from `validate`, naming the config key (nothing has been written yet).
+    """
+    validate(cfg)
+    trainer: TrainerConfig = cfg.trainer
+    configure_logging(trainer.log_level)
+    if cfg.model.build_tiny:
+        build_tiny_model(cfg.model.path)
+    run_dir = run_dir or hydra_sweep_job_dir() or trainer.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    return run_dir
+
+
+def exit_on_config_error(run: Callable[[], object]) -> None:
+    """Run the job; a ConfigError (bad key, value, path or data file) prints its message alone and exits with 2."""
+    try:
+        run()
+    except ConfigError as e:
+        logger.error("config error: %s", e)
+        raise SystemExit(2) from None
+
+
+def run_trainer(
+    make_trainer: Callable[[str], Trainer], resume: str, max_restarts: int, run_dir: Path
+) -> dict[str, float]:
+    """setup -> fit -> cleanup; after a worker dies, restart from the newest checkpoint up to `max_restarts` times.
+
+    Args:
+        make_trainer: builds a fresh trainer for a resume mode (`trainer.resume`, then "auto" after a restart).
+
+    Returns:
+        The last step's metrics.
+    """
+    # Imported here on purpose: it pulls in Ray (~2 s), and a config error must be reported before that.
+    from rlhf.workers.group import WorkerDiedError  # noqa: PLC0415
+
+    for attempt in range(max_restarts + 1):
+        trainer = make_trainer(resume)
+        try:
+            trainer.setup()
+            metrics = trainer.fit()
+            if (run_dir / "metrics.jsonl").exists():
+                logger.info("curves: %s\n%s", plot_run(run_dir), summarize_run(run_dir))
+            return metrics
+        except WorkerDiedError:
+            if attempt == max_restarts:
+                raise
+            logger.exception(
+                "a worker died; restarting the worker groups from the last checkpoint "
+                "(restart %d of trainer.max_restarts=%d)",
+                attempt + 1,
+                max_restarts,
+            )
+            resume = "auto"
+        finally:
+            trainer.cleanup()
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,0 +1,167 @@
+"""The one update loop: epochs x mini-batches (one optimizer step each) x micro-batches (gradient accumulation).
+
+The actor, the critic and SFT all train through `train_mini_batches`; each supplies only its micro-batch loss.
+
+Loss normalisation is global: every micro-batch's loss is divided by the token (or sequence) count of the whole
+mini-batch on all ranks (the aggregator built here from `loss_agg_mode`), micro-batch gradients are summed, and the
+loss handed to DeepSpeed is multiplied by the world size to undo its data-parallel averaging. The gradient therefore
+does not depend on how a mini-batch is split into micro-batches or ranks (tests/workers/test_loss_invariance.py).
+The optimizer-step boundary is set explicitly on the last micro-batch, so the number of micro-batches may vary.
+Metrics are reduced the same way: `sums` add up to the mini-batch value, `means` are token-weighted, `maxes`/`mins`
+take the extreme over micro-batches and ranks; every rank returns the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from rlhf.algorithms import aggregation_counts, make_loss_aggregator
+from rlhf.batch import Batch
+
+Aggregator = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class MicroBatchLoss:
+    """What a role's loss function returns for one micro-batch."""
+
+    loss: Tensor
+    """Scalar to backpropagate, already normalised by the mini-batch's global counts (built with `agg`)."""
+    sums: dict[str, float] = field(default_factory=dict)
+    """Metrics (full names, e.g. "actor/pg_loss") normalised like the loss: their sum over micro-batches and ranks is the mini-batch's value."""
+    means: dict[str, float] = field(default_factory=dict)
+    """Means over this micro-batch's response tokens, combined weighted by each micro-batch's share of tokens."""
+    maxes: dict[str, float] = field(default_factory=dict)
+    """Maxima over this micro-batch; -inf when it has no response token (every micro-batch reports the same keys)."""
+    mins: dict[str, float] = field(default_factory=dict)
+    """Minima over this micro-batch; +inf when it has no response token."""
+
+
+LossFn = Callable[[Batch, Aggregator], MicroBatchLoss]
+SplitFn = Callable[[Batch], list[Batch]]
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """How one role splits and normalises its update."""
+
+    prefix: str
+    """Prefix of the loop's own metrics (grad_norm, skipped_update, lr), e.g. "actor/"."""
+    mini_batch_size: int
+    """Rows of this rank's shard per optimizer step."""
+    epochs: int
+    """Passes over the shard."""
+    loss_agg_mode: str
+    """`algorithm.loss_agg_mode` (SFT: token-mean)."""
+    norm_length: int
+    """Constant divisor of seq-mean-token-sum-norm (the max response length)."""
+
+
+def global_sum(world_size: int, *values: float) -> list[float]:
+    """Sum each value over the data-parallel ranks (one all-reduce)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if world_size > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _global_reduce(world_size: int, values: dict[str, float], op: dist.ReduceOp) -> dict[str, float]:
+    """Reduce a dict of floats over ranks with `op` (every rank must hold the same keys)."""
+    keys = sorted(values)
+    if world_size > 1 and keys:
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t, op=op)
+        return dict(zip(keys, t.tolist(), strict=True))
+    return {k: values[k] for k in keys}
+
+
+def _extremes(world_size: int, values: dict[str, float], op: dist.ReduceOp) -> dict[str, float]:
+    """Max/min over ranks; +-inf marks "no value here" (a micro-batch without response tokens) and is dropped."""
+    return {k: v for k, v in _global_reduce(world_size, values, op).items() if math.isfinite(v)}
+
+
+def mini_batches(batch: Batch, mini_size: int, epochs: int, generator: torch.Generator | None) -> Iterator[Batch]:
+    """`epochs` passes over `batch` in mini-batches of `mini_size` rows, reshuffled each pass if a generator is given."""
+    for _ in range(epochs):
+        order = torch.randperm(len(batch), generator=generator) if generator is not None else torch.arange(len(batch))
+        yield from batch.index(order).chunk_by_size(mini_size)
+
+
+def optimizer_step(
+    engine: deepspeed.DeepSpeedEngine,
+    mini: Batch,
+    loss_fn: LossFn,
+    split: SplitFn,
+    spec: UpdateSpec,
+    world_size: int,
+) -> dict[str, float]:
+    """Gradient accumulation over the micro-batches of `mini`, then one optimizer step; returns its metrics."""
+    num_tokens, num_seqs = global_sum(world_size, *aggregation_counts(mini["response_mask"]))
+    agg = make_loss_aggregator(
+        spec.loss_agg_mode, global_num_tokens=num_tokens, global_num_seqs=num_seqs, norm_length=spec.norm_length
+    )
+    sums: dict[str, float] = defaultdict(float)
+    maxes: dict[str, float] = {}
+    mins: dict[str, float] = {}
+    micro_batches = split(mini)
+    for index, micro in enumerate(micro_batches):
+        engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
+        out = loss_fn(micro, agg)
+        engine.backward(out.loss * world_size, scale_wrt_gas=False)
+        share = float(micro["response_mask"].sum()) / max(num_tokens, 1.0)
+        for key, value in out.sums.items():
+            sums[key] += value
+        for key, value in out.means.items():
+            sums[key] += value * share
+        for key, value in out.maxes.items():
+            maxes[key] = max(maxes.get(key, -math.inf), value)
+        for key, value in out.mins.items():
+            mins[key] = min(mins.get(key, math.inf), value)
+    engine.step()  # the boundary was set on the last micro-batch: exactly one optimizer step
+    metrics = _global_reduce(world_size, sums, dist.ReduceOp.SUM)
+    metrics.update(_extremes(world_size, maxes, dist.ReduceOp.MAX))
+    metrics.update(_extremes(world_size, mins, dist.ReduceOp.MIN))
+    grad_norm = engine.get_global_grad_norm()
+    grad_norm = float(grad_norm) if grad_norm is not None else math.nan
+    out_metrics = dict(metrics)
+    out_metrics[spec.prefix + "grad_norm"] = grad_norm
+    # DeepSpeed's ZeRO optimizers skip the step (and zero the gradients) when the gradient norm is NaN/inf.
+    out_metrics[spec.prefix + "skipped_update"] = float(not math.isfinite(grad_norm))
+    out_metrics[spec.prefix + "lr"] = engine.get_lr()[0]
+    return out_metrics
+
+
+def train_mini_batches(
+    engine: deepspeed.DeepSpeedEngine,
+    batch: Batch,
+    loss_fn: LossFn,
+    split: SplitFn,
+    spec: UpdateSpec,
+    world_size: int,
+    generator: torch.Generator | None,
+) -> dict[str, float]:
+    """`spec.epochs` passes over this rank's `batch` in mini-batches, one optimizer step each.
+
+    Args:
+        batch: this rank's shard; every rank must hold the same number of rows (the optimizer steps are collective).
+        loss_fn: the role's micro-batch loss.
+        split: a mini-batch -> its micro-batches (equal counts on every rank under ZeRO-2/3).
+        generator: reshuffles rows between mini-batches each epoch; None keeps the order.
+
+    Returns:
+        Metrics averaged over the optimizer steps (the same on every rank).
+    """
+    engine.train()
+    per_step: dict[str, list[float]] = defaultdict(list)
+    for mini in mini_batches(batch, spec.mini_batch_size, spec.epochs, generator):
+        for key, value in optimizer_step(engine, mini, loss_fn, split, spec, world_size).items():
+            per_step[key].append(value)
+    return {k: sum(v) / len(v) for k, v in per_step.items()}
