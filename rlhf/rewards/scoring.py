@@ -1,5 +1,6 @@
 """Scoring one response: calling a reward function safely and reading its float-or-dict return value."""
 
+import math
 import numbers
 import traceback
 from dataclasses import dataclass
@@ -29,10 +30,11 @@ def _as_float(value: Any) -> float | None:
 def parse_reward_output(output: Any) -> tuple[float, dict[str, float]]:
     """(score, extra metrics) from a reward function's return value: a number, or a dict with "score".
 
-    Non-numeric dict values are ignored.
+    Non-numeric dict values are ignored. NaN or inf, as the score or as an extra value, is an error: one such
+    value would turn the batch's mean score (and the advantages computed from it) into NaN.
 
     Raises:
-        TypeError, ValueError: not a number, or a dict without a numeric "score".
+        TypeError, ValueError: not a number, a dict without a numeric "score", or a NaN / inf value.
     """
     if isinstance(output, dict):
         if "score" not in output:
@@ -41,11 +43,16 @@ def parse_reward_output(output: Any) -> tuple[float, dict[str, float]]:
         if score is None:
             raise TypeError(f"reward function returned score {output['score']!r}; expected a number")
         extra = {key: f for key, value in output.items() if key != "score" and (f := _as_float(value)) is not None}
-        return score, extra
-    score = _as_float(output)
-    if score is None:
-        raise TypeError(f"reward function returned {output!r:.200}; expected a number or a dict with 'score'")
-    return score, {}
+    else:
+        score, extra = _as_float(output), {}
+        if score is None:
+            raise TypeError(f"reward function returned {output!r:.200}; expected a number or a dict with 'score'")
+    if not math.isfinite(score):
+        raise ValueError(f"reward function returned score {score}; a score must be a finite number")
+    bad_extra = {key: value for key, value in extra.items() if not math.isfinite(value)}
+    if bad_extra:
+        raise ValueError(f"reward function returned non-finite extra values {bad_extra}; they must be finite numbers")
+    return score, extra
 
 
 def score_one(fn: RewardFn | None, item: RewardItem) -> Outcome:
