@@ -33,7 +33,7 @@ def dict_score(data_source, solution_str, ground_truth, extra_info=None):
 
 def non_finite_score(data_source, solution_str, ground_truth, extra_info=None):
     """NaN / inf as a score or an extra value, on request via the solution text; 1.0 otherwise."""
-    values = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "np_nan": np.float32("nan")}
+    values = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "np_nan": np.float32("nan"), "1e39": 1e39}
     if solution_str in values:
         return values[solution_str]
     if solution_str == "nan_extra":
