@@ -9,15 +9,19 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf.batch import Batch
 from rlhf.config import DataConfig
-from rlhf.data import encode_prompts, ensure_arith_dataset, load_prompt_rows
+from rlhf.data import encode_prompts, ensure_arith_dataset, load_prompt_rows, normalize_data_files
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_data_files(cfg: DataConfig, seed: int) -> tuple[list[str], list[str]]:
-    """The train and validation files: the configured ones, or the built-in task written to `data.builtin_dir`."""
-    if cfg.train_files:
-        return list(cfg.train_files), list(cfg.val_files)
+    """The train and validation files: the configured ones, or the built-in task written to `data.builtin_dir`.
+
+    `data.train_files` / `data.val_files` may each be one path (as verl users write it) or a list of paths.
+    """
+    train_files = normalize_data_files(cfg.train_files, "data.train_files")
+    if train_files:
+        return train_files, normalize_data_files(cfg.val_files, "data.val_files")
     if cfg.builtin_task != "arith":
         raise ValueError(f"data.builtin_task={cfg.builtin_task!r} is unknown; the built-in task is 'arith'")
     train, val = ensure_arith_dataset(
@@ -31,23 +35,34 @@ def resolve_data_files(cfg: DataConfig, seed: int) -> tuple[list[str], list[str]
     return [train], [val]
 
 
-def load_split(files: list[str], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int) -> list[dict[str, Any]]:
-    """Read, check and filter every file of a split (errors name the file and column)."""
+def load_split(
+    files: list[str], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int, *, prompt_key: str = "prompt"
+) -> list[dict[str, Any]]:
+    """Read, check and filter every file of a split (errors name the file and column).
+
+    `prompt_key` is `data.prompt_key`, the column holding the chat messages.
+    """
     rows: list[dict[str, Any]] = []
     for path in files:
-        rows.extend(load_prompt_rows(path, tokenizer, max_prompt_length))
+        rows.extend(load_prompt_rows(path, tokenizer, max_prompt_length, prompt_key=prompt_key))
     return rows
 
 
 def rows_to_batch(
-    rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int, batch_index: int, seed: int
+    rows: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_length: int,
+    batch_index: int,
+    seed: int,
+    *,
+    prompt_key: str = "prompt",
 ) -> Batch:
     """Prompt rows as a Batch of non-tensor fields: prompt_ids, ground_truth, data_source, extra_info, uid, seed.
 
     `uid` names the prompt's group (its n responses share it); `sample_seed` makes sampling reproducible for a
-    given (seed, batch_index, row) whatever the number of ranks.
+    given (seed, batch_index, row) whatever the number of ranks. `prompt_key` is `data.prompt_key`.
     """
-    prompt_ids = encode_prompts(rows, tokenizer, max_prompt_length)
+    prompt_ids = encode_prompts(rows, tokenizer, max_prompt_length, prompt_key=prompt_key)
     return Batch(
         non_tensors={
             "prompt_ids": prompt_ids,

@@ -1,4 +1,4 @@
-"""Experiment tracking: console lines, a tqdm bar, wandb (offline without an API key) and a metrics.jsonl file.
+"""Experiment tracking: console lines, a tqdm bar, wandb (offline without credentials) and a metrics.jsonl file.
 
 Metric names follow verl's conventions (`section/name`), so dashboards users already have keep working.
 """
@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import wandb
+from wandb.errors import AuthenticationError
+from wandb.sdk import wandb_setup
+from wandb.sdk.lib import wbauth
 
 logger = logging.getLogger(__name__)
+
+# Stands in for a wandb API key wherever the key would otherwise be written (the config sent to wandb).
+REDACTED = "<redacted>"
+_has_said_offline = False  # the "no credentials: offline" notice is given once per process
 
 # The handful of metrics worth a console line every step; everything else goes to wandb / jsonl.
 CONSOLE_KEYS = (
@@ -68,21 +75,25 @@ class Tracker:
         self.wandb_run = None
         self.jsonl = None
         if "wandb" in self.backends:
-            if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
-                os.environ["WANDB_MODE"] = "offline"  # no key: keep the run locally, `wandb sync` uploads it later
             run_dir.mkdir(parents=True, exist_ok=True)
+            mode = wandb_mode_override()
+            if mode == "offline":
+                _say_offline_once(run_dir)
             self.wandb_run = wandb.init(
                 project=project,
                 name=experiment,
                 dir=str(run_dir),
-                config=config,
+                config=redact_secrets(
+                    config, _known_api_keys()
+                ),  # the key never goes to wandb, even if a config holds it
                 resume="allow",
                 id=_wandb_run_id(run_dir, continue_run=resume_step is not None),
+                mode=mode,
             )
             logger.info(
                 "wandb run %s in %s mode, files in %s",
                 self.wandb_run.id,
-                os.environ.get("WANDB_MODE", "online"),
+                self.wandb_run.settings.mode,
                 self.wandb_run.dir,
             )
         if "jsonl" in self.backends:
@@ -120,6 +131,85 @@ class Tracker:
             self.wandb_run.finish()
         if self.jsonl is not None:
             self.jsonl.close()
+
+
+def wandb_credentials() -> wbauth.Auth | None:
+    """The credentials wandb would use, found its own way, or None: WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE, the
+    netrc entry `wandb login` writes for the configured host (WANDB_BASE_URL), or an earlier wandb.login() here.
+
+    Nothing here reaches the network or prompts.
+
+    Raises:
+        ValueError: credentials exist but are malformed (a WANDB_API_KEY of the wrong length, say); the message
+            says what is wrong, never the key.
+    """
+    settings = wandb_setup.singleton().settings
+    try:
+        return wbauth.authenticate_session(
+            host=settings.base_url, source="rlhf tracker", prompt=False, update_session=False
+        )
+    except AuthenticationError as e:
+        raise ValueError(
+            f"wandb credentials are malformed: {e} Fix WANDB_API_KEY or run `wandb login --relogin`; "
+            "WANDB_MODE=offline logs without them"
+        ) from None  # not `from e`: keep wandb's internals (which hold the key) out of the traceback
+
+
+def wandb_mode_override() -> str | None:
+    """The mode to force on wandb.init: "offline" when no mode was chosen and wandb finds no credentials, else None.
+
+    None leaves the choice to wandb's own resolution: WANDB_MODE, a mode saved by `wandb offline`, and the
+    credentials (wandb_credentials()). Call it at start-up to fail early on malformed credentials.
+
+    Raises:
+        ValueError: no mode was chosen and the credentials are malformed (see wandb_credentials).
+    """
+    if "WANDB_MODE" in os.environ:  # the user chose; wandb reads it
+        return None
+    if wandb_setup.singleton().settings.mode in ("offline", "dryrun", "disabled"):  # `wandb offline`: no key needed
+        return None
+    return None if wandb_credentials() is not None else "offline"
+
+
+def _known_api_keys() -> list[str]:
+    """Every API key this process could send to wandb: the one in WANDB_API_KEY and the one wandb resolves."""
+    keys = [os.environ.get("WANDB_API_KEY", "")]
+    try:
+        credentials = wandb_credentials()
+    except ValueError:  # malformed: WANDB_API_KEY (listed above) is the only source wandb rejects by format
+        credentials = None
+    if isinstance(credentials, wbauth.AuthApiKey):
+        keys.append(credentials.api_key)
+    return [key for key in keys if key]
+
+
+def _say_offline_once(run_dir: Path) -> None:
+    global _has_said_offline
+    if not _has_said_offline:
+        _has_said_offline = True
+        logger.warning(
+            "wandb: no credentials (WANDB_API_KEY or `wandb login`), so the run is logged offline under %s; "
+            "`wandb sync %s/wandb/offline-run-*` uploads it later (set WANDB_MODE to choose the mode yourself)",
+            run_dir,
+            run_dir,
+        )
+
+
+def redact_secrets(config: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """A copy of config where every string that contains one of the secrets reads REDACTED."""
+    if not secrets:
+        return config
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            return REDACTED if any(secret in value for secret in secrets) else value
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(scrub(v) for v in value)
+        return value
+
+    return scrub(config)
 
 
 def _wandb_run_id(run_dir: Path, continue_run: bool) -> str:

@@ -8,6 +8,7 @@ A row is a plain dict:
 """
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".json")
+_PARQUET_MAGIC = b"PAR1"
 
 
 def _suffix_of(path: Path) -> str:
@@ -28,6 +30,32 @@ def _suffix_of(path: Path) -> str:
     return suffix
 
 
+def normalize_data_files(value: str | Sequence[str] | None, key: str) -> list[str]:
+    """The configured data files as a list: verl users write one file as a plain string, others write a list.
+
+    Args:
+        value: `data.train_files` / `data.val_files` as configured: a path, a list of paths, or None / [] (none).
+        key: the config key, for messages ("data.train_files").
+
+    Returns:
+        The paths, in order.
+
+    Raises:
+        ValueError: an empty string, or a list entry that is not a non-empty string; the message names the key.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str | Path):
+        value = [str(value)]
+        if not value[0]:
+            raise ValueError(f"{key}='' is empty; give a data file path or a list of them")
+    files = list(value)
+    for i, path in enumerate(files):
+        if not isinstance(path, str | Path) or not str(path):
+            raise ValueError(f"{key}[{i}]={path!r} must be a data file path (a non-empty string)")
+    return [str(path) for path in files]
+
+
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
     """Read every row of a .parquet or .jsonl (.json: JSON lines, or one JSON array) file.
 
@@ -35,23 +63,52 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
         path: the data file.
 
     Returns:
-        The rows as plain Python dicts (parquet structs become dicts, lists become lists).
+        The rows as plain Python dicts (parquet structs become dicts, lists become lists); at least one.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: unknown extension, or a line that is not a JSON object.
+        ValueError: a directory, an unknown extension, an empty file, a file that is not parquet / JSON (lines),
+            a line that is not a JSON object, or no rows; the message names the file and what is wrong.
     """
     path = Path(path)
+    if path.is_dir():
+        parquet_files = sorted(p.name for p in path.glob("*.parquet"))
+        hint = f" (it holds {parquet_files[:5]}{' ...' if len(parquet_files) > 5 else ''})" if parquet_files else ""
+        raise ValueError(f"data file {path} is a directory, not a file: list the data files themselves{hint}")
     suffix = _suffix_of(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
-    if suffix in PARQUET_SUFFIXES:
+    if path.stat().st_size == 0:
+        raise ValueError(f"data file {path} is empty (0 bytes)")
+    rows = _load_parquet_rows(path) if suffix in PARQUET_SUFFIXES else _load_json_rows(path)
+    if not rows:
+        raise ValueError(f"data file {path} has no rows")
+    return rows
+
+
+def _load_parquet_rows(path: Path) -> list[dict[str, Any]]:
+    # A parquet file starts and ends with the magic bytes "PAR1": a CSV or JSON file renamed .parquet has neither.
+    with path.open("rb") as f:
+        head = f.read(len(_PARQUET_MAGIC))
+        f.seek(max(0, path.stat().st_size - len(_PARQUET_MAGIC)))
+        tail = f.read()
+    if head != _PARQUET_MAGIC:
+        raise ValueError(
+            f"data file {path} is not a parquet file (it does not start with {_PARQUET_MAGIC!r}: {head!r})"
+        )
+    if tail != _PARQUET_MAGIC:
+        raise ValueError(f"data file {path} is a truncated or damaged parquet file (no {_PARQUET_MAGIC!r} footer)")
+    try:
         return pq.read_table(path).to_pylist()
-    return _load_json_rows(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"data file {path} is not a readable parquet file: {e}") from e
 
 
 def _load_json_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data file {path} is not UTF-8 text, so not JSON lines ({e.reason} at byte {e.start})") from e
     if text.lstrip().startswith("["):  # a .json file holding one array of rows
         try:
             rows = json.loads(text)
@@ -143,5 +200,10 @@ def check_columns(rows: list[dict[str, Any]], path: str | Path, prompt_key: str 
     found = found_columns(rows)
     for column in required_columns(prompt_key):
         if column not in found:
-            hint = " (set data.prompt_key to the column holding the chat messages)" if column == prompt_key else ""
+            hint = (
+                f"; data.prompt_key={prompt_key!r} names the column holding the chat messages: set it to the file's "
+                "prompt column"
+                if column == prompt_key
+                else ""
+            )
             raise ValueError(f"data file {path} is missing column {column!r} (found columns: {found}){hint}")

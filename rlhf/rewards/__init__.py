@@ -7,7 +7,14 @@ from rlhf.rewards.math_answer import (
     format_score,
     math_answer_score,
 )
-from rlhf.rewards.registry import RewardFn, default_reward_fn, load_reward_fn, reward_fn_spec
+from rlhf.rewards.registry import (
+    RewardFn,
+    builtin_data_sources,
+    check_data_sources,
+    default_reward_fn,
+    load_reward_fn,
+    reward_fn_spec,
+)
 from rlhf.rewards.runner import RewardResult, RewardRunner
 from rlhf.rewards.scoring import RewardItem
 
@@ -17,6 +24,8 @@ __all__ = [
     "RewardResult",
     "RewardRunner",
     "arith_score",
+    "builtin_data_sources",
+    "check_data_sources",
     "default_reward_fn",
     "exact_match_score",
     "extract_answer",

@@ -1,13 +1,16 @@
-"""Rule-based reward functions: answer extraction, exact match, numeric math answers, format, the arith task.
+r"""Rule-based reward functions: answer extraction, exact match, numeric math answers, format, the arith task.
 
 All follow verl's signature `fn(data_source, solution_str, ground_truth, extra_info=None) -> float | dict`;
-a dict holds "score" plus extra numeric metrics.
+a dict holds "score" plus extra numeric metrics. Math answers are compared with math-verify (symbolic equivalence:
+"\sqrt2" = "\sqrt{2}", "x=3" = "3", "50\%" = "50") besides a plain numeric / text rule.
 """
 
 import math
 import re
 from fractions import Fraction
 from typing import Any
+
+import math_verify
 
 # A number in text: optional sign, digits with optional thousands separators, optional decimals
 # ("-1,234.5", "42", ".5"). "12,3456" is two numbers, "12" and "3456"; "1,2" is "1" and "2".
@@ -78,6 +81,29 @@ def answers_match(answer: str, reference: str) -> bool:
     return answer.replace(" ", "") == reference.replace(" ", "")
 
 
+def _math_parse(answer: str) -> list[Any] | None:
+    # Timeouts off: math-verify's own use signal.alarm, which fails outside the main thread (a Ray actor's or an
+    # inline runner's caller); RewardRunner's worker processes enforce reward.timeout_s per item instead.
+    parsed = math_verify.parse(f"${answer}$", parsing_timeout=None)
+    is_expression = any(not isinstance(value, str) for value in parsed)  # [] or [text]: no math expression found
+    return parsed if is_expression else None
+
+
+def answers_equivalent(answer: str, reference: str) -> bool:
+    r"""Whether two extracted answers mean the same: math-verify's symbolic check, then answers_match.
+
+    math-verify reads both as LaTeX math and compares them symbolically, so "\sqrt2" = "\sqrt{2}", "x=3" = "3",
+    "\dfrac12" = "1/2", "50\%" = "50" and "	ext{(B)}" = "B". answers_match (numbers within MATH_TOLERANCE, or equal
+    text) decides when math-verify cannot parse a side or reads it differently ("1e3" is 1000 there, 1*e*3 to it).
+    """
+    if answers_match(answer, reference):  # cheap, and the common case for GSM8K-style numbers
+        return True
+    gold, pred = _math_parse(reference), _math_parse(answer)
+    if gold is None or pred is None:
+        return False
+    return bool(math_verify.verify(gold, pred, timeout_seconds=None))
+
+
 def exact_match_score(
     data_source: str, solution_str: str, ground_truth: str, extra_info: dict[str, Any] | None = None
 ) -> float:
@@ -88,9 +114,10 @@ def exact_match_score(
 def math_answer_score(
     data_source: str, solution_str: str, ground_truth: str, extra_info: dict[str, Any] | None = None
 ) -> float:
-    """1.0 if the extracted answer matches the ground truth numerically (or as text), else 0.0.
+    r"""1.0 if the extracted answer is equivalent to the ground truth (answers_equivalent), else 0.0.
 
-    The ground truth may be a bare answer ("72") or a full GSM8K solution ending in "#### 72".
+    The answer is the response's last oxed{...}, else what follows "####", else its last number. The ground truth
+    may be a bare answer ("72", "rac{1}{2}") or a full solution ending in "#### 72" or holding a oxed{...}.
     """
     answer = extract_answer(solution_str)
     if answer is None:
@@ -98,7 +125,7 @@ def math_answer_score(
     ground_truth = str(ground_truth)
     is_marked = _GSM8K_MARKER in ground_truth or _BOXED in ground_truth
     reference = (extract_answer(ground_truth) if is_marked else None) or _normalize(ground_truth)
-    return 1.0 if answers_match(answer, reference) else 0.0
+    return 1.0 if answers_equivalent(answer, reference) else 0.0
 
 
 # Score for a well-formatted but wrong answer in format_score (verl's gsm8k reward calls this "format_score").

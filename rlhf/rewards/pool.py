@@ -24,6 +24,9 @@ from rlhf.rewards.scoring import Outcome, RewardItem, score_one
 # forkserver: workers fork from a small clean server process, not from the caller, which often is a threaded Ray
 # actor (forking a threaded process can deadlock); replacing a killed worker is then a cheap fork.
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+# Imported once in the forkserver, so that each worker forks with the built-in reward functions loaded (math-verify
+# and sympy take seconds to import) and a replacement starts in milliseconds; "__main__" is multiprocessing's default.
+_FORKSERVER_PRELOAD = ["__main__", __name__]
 # Chunks per worker per call: several, so a worker that drew slow items does not leave the others idle.
 _CHUNKS_PER_WORKER = 4
 # Upper bound on a chunk: past this, fewer messages buy no more throughput.
@@ -116,6 +119,8 @@ class ScoringPool:
         self.num_workers = num_workers
         self.timeout_s = timeout_s
         self._ctx = multiprocessing.get_context(_START_METHOD)
+        if _START_METHOD == "forkserver":
+            self._ctx.set_forkserver_preload(_FORKSERVER_PRELOAD)  # no effect once the forkserver runs
         self._workers: list[_Worker] = []  # mutated in place: the finalizer holds this list
         self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
 

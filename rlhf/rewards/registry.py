@@ -8,7 +8,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,59 @@ _BY_DATA_SOURCE: dict[str, RewardFn] = {
     "arith": arith_score,
     "openai/gsm8k": math_answer_score,  # ground truth "72"; responses end in "#### 72" (or a last number)
     "gsm8k": math_answer_score,
+    # MATH as verl's preprocessing writes it: ground truth is the \boxed{} content, responses box their answer.
+    "lighteval/MATH": math_answer_score,
+    "DigitalLearningGmbH/MATH-lighteval": math_answer_score,
+    "HuggingFaceH4/MATH-500": math_answer_score,
 }
-_DEFAULT: RewardFn = math_answer_score
 
 # Modules loaded from files by load_reward_fn: module name -> file path, so reward_fn_spec can name them again.
 _FILE_MODULES: dict[str, str] = {}
 
 
+def builtin_data_sources() -> list[str]:
+    """The data_source values that have a built-in reward function, sorted."""
+    return sorted(_BY_DATA_SOURCE)
+
+
+def _unknown_sources_message(unknown: Iterable[str]) -> str:
+    return (
+        f"data_source {sorted(unknown)} has no built-in reward function (built-in: {builtin_data_sources()}); "
+        "set reward.function to a function that scores it ('package.module:function' or "
+        "'/path/to/file.py:function', signature fn(data_source, solution_str, ground_truth, extra_info=None))"
+    )
+
+
 def default_reward_fn(data_source: str) -> RewardFn:
-    """The built-in reward function for a data source ("arith", "openai/gsm8k", "gsm8k"); math_answer_score else."""
-    return _BY_DATA_SOURCE.get(data_source, _DEFAULT)
+    """The built-in reward function for a data source (see builtin_data_sources()).
+
+    Raises:
+        ValueError: the data source has no built-in function; the message names reward.function as the fix.
+    """
+    if data_source not in _BY_DATA_SOURCE:
+        raise ValueError(_unknown_sources_message([data_source]))
+    return _BY_DATA_SOURCE[data_source]
+
+
+def check_data_sources(data_sources: Iterable[str], reward_function: str | None) -> None:
+    """Check, at start-up, that every data source of the training data can be scored.
+
+    A configured reward function scores every source; without one (reward.function unset), each source needs a
+    built-in function.
+
+    Args:
+        data_sources: the `data_source` values of the train and validation rows.
+        reward_function: `reward.function` (a spec), or None for the built-in functions.
+
+    Raises:
+        ValueError: reward_function is None and some sources have no built-in function; the message names them,
+            the built-in ones and reward.function.
+    """
+    if reward_function is not None:
+        return
+    unknown = set(data_sources) - set(_BY_DATA_SOURCE)
+    if unknown:
+        raise ValueError(_unknown_sources_message(unknown))
 
 
 def _split_spec(spec: str) -> tuple[str, str]:

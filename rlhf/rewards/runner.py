@@ -1,6 +1,6 @@
 """RewardRunner: scores responses with one reward function, in worker processes with a timeout per item.
 
-A reward function that raises scores 0.0 and is counted; one that hangs is killed after `timeout_s` and its
+A reward function that raises (or returns NaN / inf) scores 0.0 and is counted; one that hangs is killed after `timeout_s` and its
 process replaced, so one bad sample never stalls training.
 """
 
@@ -24,7 +24,7 @@ class RewardResult:
     extra: dict[str, list[float]] = field(default_factory=dict)
     """Extra numeric values from dict returns, one list per key aligned with scores; NaN where an item lacks it."""
     error_flags: list[bool] = field(default_factory=list)
-    """Per item: the function raised, returned a non-number, or killed its worker process."""
+    """Per item: the function raised, returned a non-number or a NaN / inf value, or killed its worker process."""
     timeout_flags: list[bool] = field(default_factory=list)
     """Per item: it ran past timeout_s (its worker was killed and replaced)."""
     first_traceback: str | None = None

@@ -1,5 +1,6 @@
 """Scoring one response: calling a reward function safely and reading its float-or-dict return value."""
 
+import math
 import numbers
 import traceback
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ class RewardItem:
     extra_info: dict[str, Any] | None = None
 
 
+# Scores and extra values are stored as float32 tensors: anything larger in magnitude becomes inf there.
+FLOAT32_MAX = 3.4028234663852886e38
+
 # (score, extra metrics, traceback or None)
 Outcome = tuple[float, dict[str, float], str | None]
 
@@ -26,13 +30,19 @@ def _as_float(value: Any) -> float | None:
     return float(value) if isinstance(value, numbers.Real) else None  # bool, int, float, numpy scalars
 
 
+def _is_finite_float32(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
 def parse_reward_output(output: Any) -> tuple[float, dict[str, float]]:
     """(score, extra metrics) from a reward function's return value: a number, or a dict with "score".
 
-    Non-numeric dict values are ignored.
+    Non-numeric dict values are ignored. NaN or inf (or a value past float32's range, inf once stored), as the
+    score or as an extra value, is an error: one such value would turn the batch's mean score (and the advantages
+    computed from it) into NaN.
 
     Raises:
-        TypeError, ValueError: not a number, or a dict without a numeric "score".
+        TypeError, ValueError: not a number, a dict without a numeric "score", or a NaN / inf value.
     """
     if isinstance(output, dict):
         if "score" not in output:
@@ -41,11 +51,16 @@ def parse_reward_output(output: Any) -> tuple[float, dict[str, float]]:
         if score is None:
             raise TypeError(f"reward function returned score {output['score']!r}; expected a number")
         extra = {key: f for key, value in output.items() if key != "score" and (f := _as_float(value)) is not None}
-        return score, extra
-    score = _as_float(output)
-    if score is None:
-        raise TypeError(f"reward function returned {output!r:.200}; expected a number or a dict with 'score'")
-    return score, {}
+    else:
+        score, extra = _as_float(output), {}
+        if score is None:
+            raise TypeError(f"reward function returned {output!r:.200}; expected a number or a dict with 'score'")
+    if not _is_finite_float32(score):
+        raise ValueError(f"reward function returned score {score}; a score must be a finite number (float32)")
+    bad_extra = {key: value for key, value in extra.items() if not _is_finite_float32(value)}
+    if bad_extra:
+        raise ValueError(f"reward function returned non-finite extra values {bad_extra}; they must be finite numbers")
+    return score, extra
 
 
 def score_one(fn: RewardFn | None, item: RewardItem) -> Outcome:

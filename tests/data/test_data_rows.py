@@ -1,8 +1,11 @@
 """rlhf.data.rows: reading and writing verl rows, and the column check."""
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from omegaconf import OmegaConf
 
-from rlhf.data import check_columns, load_rows, write_rows
+from rlhf.data import check_columns, load_rows, normalize_data_files, write_rows
 
 
 def _rows():
@@ -97,7 +100,81 @@ def test_missing_column_names_column_and_file(tmp_path):
 
 
 def test_missing_prompt_key_suggests_config(tmp_path):
-    with pytest.raises(ValueError, match=r"missing column 'question'.*data\.prompt_key"):
+    with pytest.raises(ValueError) as info:
         check_columns(_rows(), "train.jsonl", prompt_key="question")
+    assert str(info.value) == (
+        "data file train.jsonl is missing column 'question' (found columns: ['data_source', 'extra_info', "
+        "'prompt', 'reward_model', 'reward_model.ground_truth', 'reward_model.style']); data.prompt_key='question' "
+        "names the column holding the chat messages: set it to the file's prompt column"
+    )
     with pytest.raises(ValueError, match="train.jsonl has no rows"):
         check_columns([], "train.jsonl")
+
+
+def test_normalize_data_files():
+    assert normalize_data_files("data/train.parquet", "data.train_files") == ["data/train.parquet"]  # verl style
+    assert normalize_data_files(["a.parquet", "b.jsonl"], "data.train_files") == ["a.parquet", "b.jsonl"]
+    assert normalize_data_files(OmegaConf.create(["a.parquet"]), "data.val_files") == ["a.parquet"]
+    assert normalize_data_files([], "data.val_files") == []
+    assert normalize_data_files(None, "data.val_files") == []
+    with pytest.raises(ValueError, match=r"data.train_files='' is empty"):
+        normalize_data_files("", "data.train_files")
+    with pytest.raises(ValueError, match=r"data.val_files\[1\]=3 must be a data file path"):
+        normalize_data_files(["a.parquet", 3], "data.val_files")
+
+
+def _load_error(path) -> str:
+    with pytest.raises(ValueError) as info:
+        load_rows(path)
+    return str(info.value)
+
+
+def test_text_named_parquet(tmp_path):
+    path = tmp_path / "train.parquet"
+    path.write_text("prompt,answer\n1+1=,2\n")
+    assert _load_error(path) == f"data file {path} is not a parquet file (it does not start with b'PAR1': b'prom')"
+
+
+def test_truncated_parquet(tmp_path):
+    path = tmp_path / "train.parquet"
+    write_rows(_rows(), path)
+    path.write_bytes(path.read_bytes()[:100])
+    assert _load_error(path) == f"data file {path} is a truncated or damaged parquet file (no b'PAR1' footer)"
+
+
+@pytest.mark.parametrize("name", ["train.parquet", "train.jsonl", "train.json"])
+def test_empty_file(tmp_path, name):
+    path = tmp_path / name
+    path.touch()
+    assert _load_error(path) == f"data file {path} is empty (0 bytes)"
+
+
+def test_parquet_without_rows(tmp_path):
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string()), "data_source": pa.array([], pa.string())}), path)
+    assert _load_error(path) == f"data file {path} has no rows"
+
+
+@pytest.mark.parametrize(("name", "text"), [("train.jsonl", "\n  \n"), ("train.json", "[]")])
+def test_json_without_rows(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    assert _load_error(path) == f"data file {path} has no rows"
+
+
+def test_parquet_named_jsonl(tmp_path):
+    write_rows(_rows(), tmp_path / "rows.parquet")
+    path = tmp_path / "rows.jsonl"
+    (tmp_path / "rows.parquet").rename(path)
+    assert _load_error(path).startswith(f"data file {path} is not UTF-8 text, so not JSON lines")
+
+
+def test_directory(tmp_path):
+    folder = tmp_path / "train.parquet"  # Spark and pandas partitioned writes look like this
+    write_rows(_rows(), folder / "part-0.parquet")
+    write_rows(_rows(), folder / "part-1.parquet")
+    expected = f"data file {folder} is a directory, not a file: list the data files themselves"
+    assert _load_error(folder) == expected + " (it holds ['part-0.parquet', 'part-1.parquet'])"
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert _load_error(empty) == f"data file {empty} is a directory, not a file: list the data files themselves"

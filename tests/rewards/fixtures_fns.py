@@ -1,8 +1,11 @@
 """Module-level reward functions for the runner tests; workers load them by file spec (this file's path)."""
 
+import math
 import os
 import time
 from pathlib import Path
+
+import numpy as np
 
 SPEC_PREFIX = f"{Path(__file__).resolve()}:"
 
@@ -13,9 +16,6 @@ def first_char_score(data_source, solution_str, ground_truth, extra_info=None):
         raise ZeroDivisionError("bad sample")
     if solution_str == "hang":
         time.sleep(60)
-    if solution_str == "slow":
-        time.sleep(0.15)
-        return 1.0
     if solution_str == "exit":
         os._exit(3)
     if solution_str == "none":
@@ -29,6 +29,26 @@ def dict_score(data_source, solution_str, ground_truth, extra_info=None):
     if extra_info and extra_info.get("bonus"):
         out["bonus"] = 1
     return out
+
+
+def non_finite_score(data_source, solution_str, ground_truth, extra_info=None):
+    """NaN / inf as a score or an extra value, on request via the solution text; 1.0 otherwise."""
+    values = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "np_nan": np.float32("nan"), "1e39": 1e39}
+    if solution_str in values:
+        return values[solution_str]
+    if solution_str == "nan_extra":
+        return {"score": 1.0, "acc": math.nan}
+    return {"score": 1.0, "acc": 1.0}
+
+
+def timed_score(data_source, solution_str, ground_truth, extra_info=None):
+    """Sleeps extra_info["sleep_s"], then scores 1.0 with the item's start time.monotonic() and the worker's pid.
+
+    CLOCK_MONOTONIC is one system-wide clock, so the test compares the start times of items across processes.
+    """
+    started_at = time.monotonic()
+    time.sleep(extra_info["sleep_s"])
+    return {"score": 1.0, "started_at": started_at, "pid": os.getpid()}
 
 
 def pid_score(data_source, solution_str, ground_truth, extra_info=None):

@@ -45,6 +45,22 @@ def test_exact_match():
         ("no answer", "72", 0.0),
         ("#### 72", "Natalia sold 48/2 = 24 clips.\n#### 72", 1.0),  # full GSM8K solution as ground truth
         (r"\boxed{x+1}", "x + 1", 1.0),
+        # equivalent forms that math-verify recognises (a plain numeric / text comparison scored them 0.0)
+        (r"so \boxed{\sqrt2}", r"\sqrt{2}", 1.0),
+        (r"\boxed{x=3}", "3", 1.0),
+        (r"\boxed{\dfrac12}", "1/2", 1.0),
+        (r"\boxed{50\%}", "50", 1.0),
+        (r"the answer is \boxed{\text{(B)}}", "B", 1.0),
+        (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt3}{2}", 1.0),
+        # ... and still tell different answers apart
+        (r"\boxed{\sqrt3}", r"\sqrt{2}", 0.0),
+        (r"\boxed{x=4}", "3", 0.0),
+        (r"\boxed{\text{(C)}}", "B", 0.0),
+        (r"\boxed{25\%}", "50", 0.0),
+        # the numeric rule still decides where math-verify reads the answer differently (e as Euler's number)
+        (r"\boxed{1e3}", "1000", 1.0),
+        # math-verify cannot parse it: no error, no match
+        (r"\boxed{\frac{1}{}}", "1", 0.0),
     ],
 )
 def test_math_answer_score(solution, ground_truth, expected):

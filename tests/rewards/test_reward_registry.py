@@ -4,6 +4,8 @@ import pytest
 
 from rlhf.rewards import (
     arith_score,
+    builtin_data_sources,
+    check_data_sources,
     default_reward_fn,
     load_reward_fn,
     math_answer_score,
@@ -15,7 +17,20 @@ def test_default_by_data_source():
     assert default_reward_fn("arith") is arith_score
     assert default_reward_fn("openai/gsm8k") is math_answer_score
     assert default_reward_fn("gsm8k") is math_answer_score
-    assert default_reward_fn("something/else") is math_answer_score
+    assert default_reward_fn("lighteval/MATH") is math_answer_score
+    with pytest.raises(ValueError, match=r"data_source \['something/else'\] has no built-in reward function"):
+        default_reward_fn("something/else")
+
+
+def test_check_data_sources():
+    check_data_sources({"arith", "openai/gsm8k"}, None)
+    check_data_sources({"my/source", "arith"}, "pkg.module:score")  # a configured function scores every source
+    with pytest.raises(ValueError) as info:
+        check_data_sources(["arith", "my/source", "other", "other"], None)
+    message = str(info.value)
+    assert "['my/source', 'other']" in message  # the unknown ones, each once
+    assert f"built-in: {builtin_data_sources()}" in message and "'arith'" in message
+    assert "set reward.function" in message
 
 
 def test_load_from_module():
