@@ -21,6 +21,7 @@ from rlhf.config import TrainerConfig, to_yaml
 from rlhf.models.tiny import build_tiny_model
 from rlhf.plotting import plot_run, summarize_run
 from rlhf.schema import ConfigError
+from rlhf.tracking import wandb_mode_override
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ def prepare_run(cfg: Any, validate: Callable[[Any], None], run_dir: Path | None 
     """
     validate(cfg)
     trainer: TrainerConfig = cfg.trainer
+    if "wandb" in trainer.logger:
+        try:  # a malformed key fails now, in seconds, not when the tracker starts after Ray and the models
+            wandb_mode_override()
+        except ValueError as e:
+            raise ConfigError(f"trainer.logger includes wandb: {e}") from e
     configure_logging(trainer.log_level)
     if cfg.model.build_tiny:
         build_tiny_model(cfg.model.path)

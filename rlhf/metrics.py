@@ -48,7 +48,7 @@ def data_metrics(batch: Batch) -> dict[str, float]:
         out["reward/timeouts"] = batch["reward_timeout"].sum().item()
     for key in batch.tensors:
         if key.startswith("reward_extra/"):
-            out[f"{key}/mean"] = batch[key].mean().item()
+            out[f"{key}/mean"] = batch[key].nanmean().item() if not batch[key].isnan().all() else 0.0
     if "entropy" in batch:
         out["rollout/entropy"] = batch["entropy"][mask].mean().item() if mask.any() else 0.0
     if "rollout_log_probs" in batch and "old_log_probs" in batch:

@@ -28,7 +28,7 @@ from rlhf.data import PromptDataLoader, encode_prompts
 from rlhf.metrics import validation_metrics
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.ray_setup import resolve_device, start_ray, worker_env
-from rlhf.rewards import RewardItem
+from rlhf.rewards import RewardItem, check_data_sources
 from rlhf.rewards.scoring import score_one
 from rlhf.schema import ConfigError
 from rlhf.sequences import assemble
@@ -67,7 +67,7 @@ def encode_examples(
     rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, cfg: SFTConfig
 ) -> list[dict[str, list[int]]]:
     """Token ids of each row's prompt (chat template) and target (+ EOS); rows over `sft.max_length` are dropped."""
-    prompts = encode_prompts(rows, tokenizer, cfg.data.max_prompt_length)
+    prompts = encode_prompts(rows, tokenizer, cfg.data.max_prompt_length, prompt_key=cfg.data.prompt_key)
     examples, num_dropped = [], 0
     for row, prompt_ids in zip(rows, prompts, strict=True):
         target = tokenizer(sft_target(row, cfg.sft.response_key), add_special_tokens=False)["input_ids"]
@@ -149,8 +149,10 @@ class SFTTrainer:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         train_files, val_files = resolve_data_files(cfg.data, t.seed)
         try:  # data problems are the user's input: reported like config errors, before Ray starts
-            train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
-            self.val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+            d = cfg.data
+            train_rows = load_split(train_files, self.tokenizer, d.max_prompt_length, prompt_key=d.prompt_key)
+            self.val_rows = load_split(val_files, self.tokenizer, d.max_prompt_length, prompt_key=d.prompt_key)
+            check_data_sources({r["data_source"] for r in self.val_rows}, None)  # validation scores built-ins
             self.train_examples = encode_examples(train_rows, self.tokenizer, cfg)
             self.val_examples = encode_examples(self.val_rows, self.tokenizer, cfg) if self.val_rows else []
         except (ValueError, FileNotFoundError) as e:
@@ -252,7 +254,8 @@ class SFTTrainer:
         parts = []
         for start in range(0, len(self.val_rows), d.val_batch_size):
             rows = self.val_rows[start : start + d.val_batch_size]
-            parts.append(self.group.generate(rows_to_batch(rows, self.tokenizer, d.max_prompt_length, -1, 0)))
+            prompts = rows_to_batch(rows, self.tokenizer, d.max_prompt_length, -1, 0, prompt_key=d.prompt_key)
+            parts.append(self.group.generate(prompts))
         nt = Batch.concat(parts).non_tensors
         outcomes = [
             score_one(None, RewardItem(src, text, gt, info))

@@ -30,7 +30,7 @@ CONSOLE_KEYS = (
     "critic/score/mean",
     "train/loss",
     "val/loss",
-    "val/*/acc/mean@1",
+    "val-core/*/acc/mean@1",
     "actor/pg_loss",
     "actor/entropy",
     "actor/kl_loss",
@@ -108,7 +108,7 @@ class Tracker:
             self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finish)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        if "console" in self.backends:
+        if "console" in self.backends and any(_wanted(k) for k in metrics):
             logger.info(format_console_line(step, metrics))
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)

@@ -45,6 +45,7 @@ from rlhf.data import PromptDataLoader
 from rlhf.metrics import data_metrics, mfu_metrics, throughput_metrics, update_flops
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.ray_setup import resolve_device, start_ray
+from rlhf.rewards import check_data_sources
 from rlhf.schema import ConfigError
 from rlhf.sequences import last_token_index
 from rlhf.tracking import Tracker
@@ -86,9 +87,12 @@ class RLTrainer:
         cfg = self.cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         train_files, val_files = resolve_data_files(cfg.data, cfg.trainer.seed)
+        d = cfg.data
         try:  # data problems are the user's input: reported like config errors, before Ray starts
-            self.train_rows = load_split(train_files, self.tokenizer, cfg.data.max_prompt_length)
-            val_rows = load_split(val_files, self.tokenizer, cfg.data.max_prompt_length) if val_files else []
+            self.train_rows = load_split(train_files, self.tokenizer, d.max_prompt_length, prompt_key=d.prompt_key)
+            val_rows = load_split(val_files, self.tokenizer, d.max_prompt_length, prompt_key=d.prompt_key)
+            if cfg.reward.rule_weight > 0:  # rule functions score every row: each data_source needs one
+                check_data_sources({r["data_source"] for r in self.train_rows + val_rows}, cfg.reward.function)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(str(e)) from e
         self.validator = Validator(cfg, self.tokenizer, val_rows)
@@ -221,8 +225,10 @@ class RLTrainer:
         """The loader's next batch; its index (not the step: DAPO may draw several per step) names uids and seeds."""
         self.num_prompt_batches += 1
         rows = self.loader.next_batch()
+        d = self.cfg.data
         return rows_to_batch(
-            rows, self.tokenizer, self.cfg.data.max_prompt_length, self.num_prompt_batches, self.cfg.trainer.seed
+            rows, self.tokenizer, d.max_prompt_length, self.num_prompt_batches, self.cfg.trainer.seed,
+            prompt_key=d.prompt_key,
         )
 
     def train_step(self) -> dict[str, float]:

@@ -85,6 +85,7 @@ class Validator:
                 self.cfg.data.max_prompt_length,
                 -1 - index,
                 self.cfg.trainer.seed,
+                prompt_key=self.cfg.data.prompt_key,
             )
             responses = generate(prompts, temperature, n)
             responses.update(score(responses))

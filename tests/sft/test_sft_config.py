@@ -43,9 +43,10 @@ def test_unknown_key_is_rejected_at_compose() -> None:
         (["sft.micro_batch_size_per_device=5"], "sft.micro_batch_size_per_device=5 must divide the 32 sequences"),
         (["sft.max_length=1000"], "sft.max_length=1000 exceeds the model's context of 256 tokens"),
         (["sft.zero_stage=3"], "set sft.fused_kernels=false with sft.zero_stage=3"),
-        (["sft.kernel_backend=cuda"], "sft.kernel_backend='cuda' must be one of"),
+        (["sft.kernel_backend=cuda"], "sft.kernel_backend='cuda' is not valid; choose from"),
         (["optim.lr=0"], "optim.lr=0.0 must be > 0"),
-        (["trainer.logger=[console,tensorboard]"], "trainer.logger has unknown backends ['tensorboard']"),
+        (["trainer.logger=[console,tensorboard]"], "trainer.logger has an unknown value 'tensorboard'"),
+        (["trainer.val_num_samples=4"], "trainer.val_num_samples=4 is not used by SFT"),
     ],
 )
 def test_bad_values_name_the_key(tiny_model_dir: Path, overrides: list[str], message: str) -> None:
