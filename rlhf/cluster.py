@@ -119,16 +119,12 @@ def create_groups(cfg: RLHFConfig) -> Groups:
     )
     # Reward actors take a sliver of CPU: their processes run between the policy's stages, not during them.
     reward_pool = ResourcePool.create(cfg.reward.num_workers, 0.01, "cpu")
-    groups = Groups(
-        policy, RewardGroup(reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False)
-    )
+    groups = Groups(policy, RewardGroup(reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False))
     shared = pool if device == "cpu" else None
     share_cpus = 0.0 if device == "cpu" else None
     if cfg.algorithm.needs_critic():
         critic_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
-        groups.critic = CriticGroup(
-            critic_pool, "critic", dict(cfg=cfg, device=device), env, cpus_per_actor=share_cpus
-        )
+        groups.critic = CriticGroup(critic_pool, "critic", dict(cfg=cfg, device=device), env, cpus_per_actor=share_cpus)
     if cfg.reward.model_path is not None:
         rm_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
         groups.reward_model = RewardModelGroup(

@@ -227,7 +227,11 @@ class RLTrainer:
         rows = self.loader.next_batch()
         d = self.cfg.data
         return rows_to_batch(
-            rows, self.tokenizer, d.max_prompt_length, self.num_prompt_batches, self.cfg.trainer.seed,
+            rows,
+            self.tokenizer,
+            d.max_prompt_length,
+            self.num_prompt_batches,
+            self.cfg.trainer.seed,
             prompt_key=d.prompt_key,
         )
 
