@@ -18,4 +18,10 @@ def flaky(data_source: str, solution_str: str, ground_truth: str, extra_info: di
 
 
 def always_nan(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
+    """A failed item: scored 0 and counted in reward/errors, never a NaN score."""
     return float("nan")
+
+
+def near_float32_max(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
+    """A finite reward whose batch statistics overflow float32 (sum of 3e38s = inf): the update sees NaN."""
+    return 3.0e38

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from pathlib import Path
@@ -104,14 +105,15 @@ def test_reward_errors_and_timeouts_score_zero_and_are_counted(tiny_model_dir: P
 
 
 def test_nan_updates_are_skipped_then_stop_the_run(tiny_model_dir: Path, tmp_path: Path) -> None:
-    # REINFORCE++ whitens over the batch, so NaN rewards reach the loss (GRPO maps a group of NaN scores to 0).
+    # REINFORCE++ whitens returns over the batch: the mean of many 3e38 returns overflows float32 to inf, so the
+    # advantages and the loss are NaN. (A NaN reward itself is a failed item scored 0; see the next test.)
     proc = run_to_end(
         tiny_model_dir,
         tmp_path / "out",
         tmp_path / "data",
         "trainer.total_steps=6",
         "algorithm=reinforce_pp",
-        f"reward.function={REWARD_FNS}:always_nan",
+        f"reward.function={REWARD_FNS}:near_float32_max",
         "trainer.max_consecutive_skipped_updates=2",
         log=tmp_path / "run.log",
     )
@@ -120,6 +122,23 @@ def test_nan_updates_are_skipped_then_stop_the_run(tiny_model_dir: Path, tmp_pat
     assert "2 consecutive updates had a NaN/inf loss or gradient" in log, log[-3000:]
     rows = metrics(tmp_path / "out")
     assert [r["actor/skipped_update"] for r in rows] == [1.0]  # step 2 raised before it was logged
+
+
+def test_nan_rewards_are_failed_items_and_metrics_stay_finite(tiny_model_dir: Path, tmp_path: Path) -> None:
+    proc = run_to_end(
+        tiny_model_dir,
+        tmp_path / "out",
+        tmp_path / "data",
+        "trainer.total_steps=1",
+        f"reward.function={REWARD_FNS}:always_nan",
+        log=tmp_path / "run.log",
+    )
+    assert proc.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
+    (row,) = metrics(tmp_path / "out")
+    assert row["reward/errors"] == 32  # 8 prompts x 4 samples, every one a failed item
+    assert row["critic/score/mean"] == 0.0
+    non_finite = {k: v for k, v in row.items() if not isinstance(v, (int, float)) or not math.isfinite(v)}
+    assert not non_finite, non_finite
 
 
 def test_sigterm_finishes_the_step_checkpoints_and_shuts_down(tiny_model_dir: Path, tmp_path: Path) -> None:
