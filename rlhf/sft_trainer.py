@@ -22,7 +22,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from rlhf.batch import Batch
-from rlhf.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from rlhf.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    CheckpointMeta,
+    ResumePoint,
+    capture_rng_state,
+    restore_rng_state,
+)
 from rlhf.config import RewardConfig
 from rlhf.data import PromptDataLoader, encode_prompts
 from rlhf.metrics import validation_metrics
@@ -34,7 +41,7 @@ from rlhf.schema import ConfigError
 from rlhf.sequences import assemble
 from rlhf.sft_config import SFTConfig
 from rlhf.tracking import Tracker
-from rlhf.workers.group import ResourcePool, WorkerGroup
+from rlhf.workers.group import ResourcePool, WorkerDiedError, WorkerGroup
 from rlhf.workers.sft import SFTWorker
 
 logger = logging.getLogger(__name__)
@@ -160,7 +167,8 @@ class SFTTrainer:
         self.loader = PromptDataLoader(self.train_examples, cfg.sft.batch_size, shuffle=cfg.data.shuffle, seed=t.seed)
         self.total_steps = num_sft_steps(cfg, len(self.train_examples))
         self.num_devices = t.nnodes * t.num_devices_per_node
-        checkpoint = self.checkpoints.resolve(self.resume)
+        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices)
+        checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         device = resolve_device(t.device)
         start_ray(t)
         pool = ResourcePool.create(self.num_devices, t.cpus_per_worker, device)
@@ -231,15 +239,18 @@ class SFTTrainer:
             (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
             torch.save(capture_rng_state(), directory / "controller_rng.pt")
 
-        return self.checkpoints.save(self.step, write)
+        return self.checkpoints.save(self.step, write, self.checkpoint_meta)
 
-    def load_checkpoint(self, directory: Path) -> None:
-        self.group.load_checkpoint(str(directory))
-        state = json.loads((directory / "trainer_state.json").read_text())
-        self.step = state["step"]
-        self.loader.load_state_dict(state["loader"])
-        restore_rng_state(torch.load(directory / "controller_rng.pt", weights_only=False))
-        logger.info("resumed SFT from %s at step %d", directory, self.step)
+    def load_checkpoint(self, point: ResumePoint) -> None:
+        """The workers load the engine from `point`, the driver its own state (already read and verified)."""
+        try:
+            self.group.load_checkpoint(str(point.path))
+        except WorkerDiedError as e:
+            raise CheckpointError(self.checkpoints.load_failure(point.path, e)) from e
+        self.step = point.trainer_state["step"]
+        self.loader.load_state_dict(point.trainer_state["loader"])
+        restore_rng_state(point.controller_rng)
+        logger.info("resumed SFT from %s at step %d", point.path, self.step)
 
     def validate(self) -> dict[str, float]:
         """val/loss on the held-out targets and verl's greedy `val-core/<source>/acc/mean@1`, scored by the rule

@@ -38,7 +38,14 @@ from rlhf.algorithms import (
     select_informative_groups,
 )
 from rlhf.batch import Batch
-from rlhf.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from rlhf.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    CheckpointMeta,
+    ResumePoint,
+    capture_rng_state,
+    restore_rng_state,
+)
 from rlhf.cluster import Groups, create_groups
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
@@ -50,6 +57,7 @@ from rlhf.schema import ConfigError
 from rlhf.sequences import last_token_index
 from rlhf.tracking import Tracker
 from rlhf.validation import TABLE_COLUMNS, Validator
+from rlhf.workers.group import WorkerDiedError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +117,8 @@ class RLTrainer:
         )
         device = resolve_device(cfg.trainer.device)
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-        checkpoint = self.checkpoints.resolve(self.resume)
+        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices)
+        checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         start_ray(cfg.trainer)
         self.groups = create_groups(cfg)
         if checkpoint is not None:
@@ -203,23 +212,27 @@ class RLTrainer:
             torch.save(capture_rng_state(), directory / "controller_rng.pt")
 
         start = time.perf_counter()
-        path = self.checkpoints.save(self.global_step, write)
+        path = self.checkpoints.save(self.global_step, write, self.checkpoint_meta)
         # Logged after the step's own row (a kill during the save must not leave a row the checkpoint lacks).
         self.tracker.log({"timing_s/save_checkpoint": time.perf_counter() - start}, step=self.global_step)
         return path
 
-    def load_checkpoint(self, directory: Path) -> None:
-        self.groups.policy.load_checkpoint(str(directory))
-        if self.groups.critic is not None:
-            self.groups.critic.load_checkpoint(str(directory / "critic"))
-        state = json.loads((directory / "trainer_state.json").read_text())
+    def load_checkpoint(self, point: ResumePoint) -> None:
+        """Workers load their engines from `point`, the driver its own state (already read and verified)."""
+        try:
+            self.groups.policy.load_checkpoint(str(point.path))
+            if self.groups.critic is not None:
+                self.groups.critic.load_checkpoint(str(point.path / "critic"))
+        except WorkerDiedError as e:
+            raise CheckpointError(self.checkpoints.load_failure(point.path, e)) from e
+        state = point.trainer_state
         self.global_step = state["global_step"]
         self.num_prompt_batches = state["num_prompt_batches"]
         self.consecutive_skipped = state["consecutive_skipped"]
         self.loader.load_state_dict(state["loader"])
         self.kl_ctrl.load_state_dict(state["kl_ctrl"])
-        restore_rng_state(torch.load(directory / "controller_rng.pt", weights_only=False))
-        logger.info("resumed from %s at step %d", directory, self.global_step)
+        restore_rng_state(point.controller_rng)
+        logger.info("resumed from %s at step %d", point.path, self.global_step)
 
     def next_prompts(self) -> Batch:
         """The loader's next batch; its index (not the step: DAPO may draw several per step) names uids and seeds."""
