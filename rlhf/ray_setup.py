@@ -1,17 +1,20 @@
 """Ray start-up, device choice and worker environments, shared by the RL and SFT drivers (no vLLM import here).
 
-`start_ray` joins a running cluster ($RAY_ADDRESS, or `trainer.ray_address`) or starts a local one sized to the job.
+`start_ray` joins a running cluster ($RAY_ADDRESS, or `trainer.ray_address`) or starts a local one sized to the job,
+bound to loopback and recorded in the run dir (`rlhf.local_ray`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import ray
 import torch
 
 from rlhf.config import TrainerConfig
+from rlhf.local_ray import start_local_ray
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +45,17 @@ def worker_env(trainer: TrainerConfig, device: str, kv_cache_gb: int | None = No
     return env
 
 
-def start_ray(trainer: TrainerConfig) -> None:
-    """Connect to a cluster if one is named, else start a local Ray sized to the job."""
+def start_ray(trainer: TrainerConfig, run_dir: Path | None = None) -> None:
+    """Connect to a cluster if one is named, else start a local Ray instance sized to the job.
+
+    A cluster is joined with Ray's own settings (bind addresses, token authentication) untouched. A local instance
+    listens on loopback only, and its processes are recorded in `<run_dir>/.ray_instance.json`: they are ended if
+    this driver dies without shutting Ray down, and a re-run with the same run dir ends what a killed run left.
+
+    Args:
+        trainer: the trainer config (`ray_address`, and the job size for the local instance's CPUs).
+        run_dir: where the record of a local instance lives; None: `trainer.run_dir()`.
+    """
     if ray.is_initialized():
         return
     address = trainer.ray_address or os.environ.get("RAY_ADDRESS")
@@ -53,5 +65,4 @@ def start_ray(trainer: TrainerConfig) -> None:
         return
     world = trainer.nnodes * trainer.num_devices_per_node
     num_cpus = max(os.cpu_count() or 1, int(world * trainer.cpus_per_worker) + 1)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    logger.info("started a local Ray instance with %d CPUs", num_cpus)
+    start_local_ray(num_cpus, run_dir if run_dir is not None else trainer.run_dir())
