@@ -374,18 +374,31 @@ def _validate_batch_sizes(cfg: RLHFConfig) -> None:
         )
 
 
+def missing_path_hint(path: str) -> str:
+    """Extra advice when a relative path is missing inside a Ray job that runs in its uploaded working directory."""
+    submit_dir = os.environ.get("RLHF_SUBMIT_DIR")
+    if Path(path).is_absolute() or not submit_dir or Path.cwd().resolve() == Path(submit_dir).resolve():
+        return ""
+    return (
+        f"; this Ray job runs in its uploaded working directory {Path.cwd()} (scripts/submit.sh leaves models/, data/ "
+        f"and outputs/ out) because the head node cannot see {submit_dir}: put models and data on storage every node "
+        "sees and pass absolute paths"
+    )
+
+
 def _validate_paths(cfg: RLHFConfig) -> None:
     m, d, r = cfg.model, cfg.data, cfg.rollout
     if not m.build_tiny:
         require(
             Path(m.path).is_dir(),
-            f"model.path={m.path!r} does not exist (set model.build_tiny=true to build the local tiny model there)",
+            f"model.path={m.path!r} does not exist (set model.build_tiny=true to build the local tiny model there)"
+            + missing_path_hint(m.path),
         )
     for key, path in (("critic.model_path", cfg.critic.model_path), ("reward.model_path", cfg.reward.model_path)):
-        require(path is None or Path(path).is_dir(), f"{key}={path!r} does not exist")
+        require(path is None or Path(path).is_dir(), f"{key}={path!r} does not exist" + missing_path_hint(path or ""))
     for key, files in (("data.train_files", d.train_files), ("data.val_files", d.val_files)):
         for f in files:
-            require(os.path.isfile(f), f"{key}: file {f!r} does not exist")
+            require(os.path.isfile(f), f"{key}: file {f!r} does not exist" + missing_path_hint(f))
     context = model_context_length(m.path)
     if context is None and m.build_tiny:
         context = TinyModelSpec().max_position_embeddings

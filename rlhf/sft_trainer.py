@@ -170,7 +170,7 @@ class SFTTrainer:
         self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices)
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         device = resolve_device(t.device)
-        start_ray(t)
+        start_ray(t, self.run_dir)
         pool = ResourcePool.create(self.num_devices, t.cpus_per_worker, device)
         self.group = SFTGroup(pool, "sft", dict(cfg=cfg, device=device), worker_env(t, device))
         self.group.init_model()

@@ -119,7 +119,7 @@ class RLTrainer:
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
         self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices)
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
-        start_ray(cfg.trainer)
+        start_ray(cfg.trainer, self.run_dir)
         self.groups = create_groups(cfg)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Submit a recipe to a running Ray cluster with `ray job submit` (working dir uploaded, env vars in the runtime env).
+# Submit a recipe to a running Ray cluster with `ray job submit`, exactly as python -m rlhf.main would run it here.
 #   RAY_ADDRESS=http://<head>:8265 scripts/submit.sh <recipe> [hydra overrides...]
+# The code is uploaded as the job's working directory (without .venv, .git, models, data, outputs). The job then
+# runs from this directory when the head node can see it (the same machine, or shared storage), so relative paths
+# such as model.path=models/... and data files work as here; otherwise it runs in the uploaded copy, and models,
+# data and trainer.output_dir must be absolute paths on storage every node sees (validation says so, naming the key).
 # The cluster's nodes need this project's environment (scripts/setup.sh) and `python` on their PATH.
+# wandb: WANDB_API_KEY is never forwarded (it would be stored in the job's metadata); run `wandb login` on the head
+# node, whose credentials the run uses. WANDB_MODE, WANDB_ENTITY, WANDB_PROJECT and WANDB_BASE_URL are forwarded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
@@ -16,11 +22,18 @@ ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
 if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -f "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; }; then
   export RAY_AUTH_MODE=token
 fi
-# Forward the wandb settings of the submitting shell (no key: the tracker logs offline).
-ENV_VARS='"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"'
-for var in WANDB_API_KEY WANDB_MODE WANDB_ENTITY; do
-  if [ -n "${!var:-}" ]; then ENV_VARS="$ENV_VARS, \"$var\": \"${!var}\""; fi
-done
-RUNTIME_ENV="{\"working_dir\": \".\", \"excludes\": [\".venv\", \".git\", \"models\", \"data\", \"outputs\", \"wandb\", \"**/__pycache__\"], \"env_vars\": {$ENV_VARS}}"
-exec "$RAY" job submit --address "$ADDRESS" --runtime-env-json "$RUNTIME_ENV" -- \
-  python -m rlhf.main --config-name "$RECIPE" "$@"
+if [ -n "${WANDB_API_KEY:-}" ]; then
+  echo "submit.sh: WANDB_API_KEY is not forwarded to the cluster (it would be stored in the job's metadata); run 'wandb login' on the head node" >&2
+fi
+SUBMIT_DIR=$(pwd -P)
+ENV_JSON=$(SUBMIT_DIR="$SUBMIT_DIR" python3 - <<'PY'
+import json, os
+env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "RLHF_SUBMIT_DIR": os.environ["SUBMIT_DIR"]}
+env.update({k: os.environ[k] for k in ("WANDB_MODE", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_BASE_URL") if os.environ.get(k)})
+print(json.dumps({"working_dir": ".", "excludes": [".venv", ".git", "models", "data", "outputs", "wandb", "**/__pycache__"], "env_vars": env}))
+PY
+)
+# Run from the submitting directory where the head node sees it; else from the uploaded copy.
+ENTRY='if [ -d "$RLHF_SUBMIT_DIR/recipes" ]; then cd "$RLHF_SUBMIT_DIR"; fi; exec python -m rlhf.main "$@"'
+exec "$RAY" job submit --address "$ADDRESS" --runtime-env-json "$ENV_JSON" -- \
+  bash -c "$ENTRY" rlhf-job --config-name "$RECIPE" "$@"

@@ -1,19 +1,26 @@
-"""scripts/submit.sh against a real Ray head started with `ray start --head`: the tiny recipe, one step."""
+"""scripts/submit.sh against a real Ray head (`ray start --head --block`, ended by its pid): the tiny recipe with the
+README's relative paths, and a planted WANDB_API_KEY that must not reach the job's metadata, command line or logs."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's bin: `ray`, and the `python` the job runs with
+PLANTED_KEY = "planted" + "0123456789abcdef" * 2 + "0123"  # 40 characters, like a real key
 
 
 def free_port() -> int:
@@ -22,41 +29,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_submit_tiny_recipe_to_ray_head(tiny_model_dir: Path, tmp_path: Path) -> None:
+def stop_head(head: subprocess.Popen) -> None:
+    """End the head we started: `ray start --block` stops its processes on SIGTERM; anything left gets SIGKILL."""
+    tree = [psutil.Process(head.pid), *psutil.Process(head.pid).children(recursive=True)]
+    head.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=30)
+
+
+def test_submit_with_relative_paths_and_no_key_in_job_metadata(tiny_model_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "offline"}
     env.pop("RAY_ADDRESS", None)
     gcs_port, dashboard_port = free_port(), free_port()
-    subprocess.run(
+    head = subprocess.Popen(
         [
             BIN / "ray",
             "start",
             "--head",
+            "--block",
             f"--port={gcs_port}",
             f"--dashboard-port={dashboard_port}",
             "--include-dashboard=true",
             "--num-cpus=3",
             "--disable-usage-stats",
-        ],
-        check=True,
+        ],  # fmt: skip
         env=env,
         cwd=tmp_path,
-        capture_output=True,
-        timeout=180,
+        stdout=(tmp_path / "head.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+    # The README's relative paths, under this repo's (git-ignored) models/, data/ and outputs/ folders.
+    name = f"submit-test-{uuid.uuid4().hex[:8]}"
+    model, data, out = f"models/{name}", f"data/{name}", f"outputs/{name}"
+    shutil.copytree(tiny_model_dir, ROOT / model)
+    address = f"http://127.0.0.1:{dashboard_port}"
     try:
+        from ray.job_submission import JobSubmissionClient
+
+        deadline = time.monotonic() + 180
+        while True:  # the head is up when its job API answers
+            try:
+                client = JobSubmissionClient(address)
+                break
+            except Exception:
+                if time.monotonic() > deadline or head.poll() is not None:
+                    raise
+                time.sleep(1)
         job = subprocess.run(
             [
                 ROOT / "scripts" / "submit.sh",
                 "grpo_arith_tiny",
                 "trainer.total_steps=1",
                 "trainer.test_freq=0",
-                f"model.path={tiny_model_dir}",
+                f"model.path={model}",
                 "model.build_tiny=false",
-                f"data.builtin_dir={tmp_path / 'data'}",
-                f"trainer.output_dir={tmp_path / 'out'}",
+                f"data.builtin_dir={data}",
+                f"trainer.output_dir={out}",
                 "trainer.logger=[console,jsonl]",
-            ],
-            env={**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard_port}"},
+            ],  # fmt: skip
+            env={**env, "RAY_ADDRESS": address, "WANDB_API_KEY": PLANTED_KEY},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -64,7 +98,15 @@ def test_submit_tiny_recipe_to_ray_head(tiny_model_dir: Path, tmp_path: Path) ->
         )
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout + job.stderr
-        metrics = tmp_path / "out" / "rlhf" / "grpo_arith_tiny" / "metrics.jsonl"
-        assert metrics.read_text().count('"step": 1') == 1
+        assert "WANDB_API_KEY is not forwarded" in job.stderr
+        metrics = ROOT / out / "rlhf" / "grpo_arith_tiny" / "metrics.jsonl"
+        assert metrics.read_text().count('"step": 1') == 1  # the relative output_dir resolved in this checkout
+
+        (details,) = [j for j in client.list_jobs() if j.entrypoint and name in j.entrypoint]
+        logs = client.get_job_logs(details.submission_id)
+        assert PLANTED_KEY not in str(details) and PLANTED_KEY not in logs
+        assert PLANTED_KEY not in job.stdout + job.stderr
     finally:
-        subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_head(head)
+        for folder in (model, data, out):
+            shutil.rmtree(ROOT / folder, ignore_errors=True)
