@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from rlhf.config import TrainerConfig, to_yaml
+from rlhf.logs import configure_logging
 from rlhf.models.tiny import build_tiny_model
 from rlhf.plotting import plot_run, summarize_run
 from rlhf.schema import ConfigError
@@ -25,25 +26,11 @@ from rlhf.tracking import wandb_mode_override
 
 logger = logging.getLogger(__name__)
 
-# Third-party loggers that are chatty at INFO: kept at WARNING so the console shows one line per step.
-QUIET_LOGGERS = ("vllm", "deepspeed", "DeepSpeed", "ray", "torch.distributed", "httpx", "urllib3", "filelock")
-
 
 class Trainer(Protocol):
     def setup(self) -> None: ...
     def fit(self) -> dict[str, float]: ...
     def cleanup(self) -> None: ...
-
-
-def configure_logging(level: str) -> None:
-    """This project's loggers at `trainer.log_level`, the noisy libraries at WARNING (handlers stay Hydra's)."""
-    if not logging.getLogger().handlers:  # not under Hydra (a script or a test): a plain console handler
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("rlhf").setLevel(level)
-    logging.getLogger("__main__").setLevel(level)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def hydra_sweep_job_dir() -> Path | None:

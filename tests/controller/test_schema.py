@@ -153,3 +153,12 @@ def test_sft_reads_or_refuses_every_shared_key() -> None:
     shared = [key for key, *_ in walk_fields(SFTConfig) if key.split(".")[0] in ("model", "data", "trainer")]
     undecided = [k for k in shared if (k in SFT_READS) == (k in SFT_REFUSES)]
     assert not undecided, f"shared keys SFT neither reads nor refuses (or both): {undecided}"
+
+
+def test_config_reference_doc_is_current() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "config_docs.py"
+    proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, "docs/config.md is out of date: run python scripts/config_docs.py"
