@@ -113,7 +113,11 @@ def make_tool_parser(name: str, key: str = "agent.tool_parser") -> ToolParser:
         return TOOL_PARSERS[name]()
     if ":" not in name:
         raise ValueError(f"{key}={name!r} is not a known tool parser; choose one of {sorted(TOOL_PARSERS)} or a spec")
-    parser = load_object(name, key)()
+    cls = load_object(name, key)
+    try:
+        parser = cls()
+    except Exception as e:
+        raise ValueError(f"{key}={name!r}: constructing the parser with no arguments failed: {e!r}") from e
     if not callable(getattr(parser, "parse", None)):
         raise ValueError(f"{key}={name!r}: {type(parser).__name__} has no parse(text) method")
     if not hasattr(parser, "stop_strings"):

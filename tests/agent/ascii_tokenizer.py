@@ -8,9 +8,11 @@ from transformers import PreTrainedTokenizerFast
 
 PAD, EOS, IM_START, IM_END = "<pad>", "<|im_end|>", "<|im_start|>", "<|im_end|>"
 
-# A Qwen-like template with a tool role: consecutive tool messages share one user block, wrapped in
+# A Qwen-like template with a tool role (and a system line naming the tools): consecutive tool messages share one user block, wrapped in
 # <tool_response> tags; assistant turns end with <|im_end|> (the eos token).
 TOOL_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nTools: {{ tools | map(attribute='function.name') | join(', ') }}<|im_end|>\n"
+    "{% endif %}"
     "{% for m in messages %}"
     "{% if m['role'] == 'tool' %}"
     "{% if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}<|im_start|>user{% endif %}"

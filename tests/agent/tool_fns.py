@@ -105,3 +105,14 @@ def no_hint(a) -> int:  # noqa: ANN001
         a: something.
     """
     return a
+
+
+def write_pid_then_hang(folder: str) -> str:
+    """Write this process's id to folder/pid, then never return.
+
+    Args:
+        folder: where to write the pid.
+    """
+    Path(folder, "pid").write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)
