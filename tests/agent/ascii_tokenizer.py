@@ -2,9 +2,13 @@
 chat-marker special tokens, for tests of the tool-call and chat-template paths."""
 
 import string
+from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
+
+from rlhf.models.tiny import TinyModelSpec, tiny_config
 
 PAD, EOS, IM_START, IM_END = "<pad>", "<|im_end|>", "<|im_start|>", "<|im_end|>"
 
@@ -39,3 +43,17 @@ def build_ascii_tokenizer(chat_template: str = TOOL_TEMPLATE) -> PreTrainedToken
     )
     tokenizer.chat_template = chat_template
     return tokenizer
+
+
+def build_ascii_tiny_model(out_dir: Path) -> Path:
+    """The tiny Qwen2 (rlhf.models.tiny's shape, random weights) over the ASCII tokenizer, loadable by vLLM."""
+    if (out_dir / "config.json").exists():
+        return out_dir
+    tokenizer = build_ascii_tokenizer()
+    spec = TinyModelSpec()
+    torch.manual_seed(spec.seed)
+    model = Qwen2ForCausalLM(tiny_config(tokenizer, spec))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    model.generation_config.save_pretrained(out_dir)
+    return out_dir
