@@ -1,10 +1,13 @@
 """ToolProcessPool: worker processes that call tool functions by spec, each call held to a deadline and killable.
 
-Like the reward pool (rlhf/rewards/pool.py), workers fork from a forkserver and load functions by spec, and a worker
-that overruns is killed and replaced. Unlike it, a tool call is one message each way (calls are few and slow, so
-chunking buys nothing) and the pool is thread-safe: each calling thread borrows an idle worker, so N threads run N
-calls at once, up to num_workers. The deadline starts when the worker has loaded the function (a slow first import
-is not the call's fault). This module stays import-light: every worker imports it.
+Like the reward pool (rlhf/rewards/pool.py), workers load functions by spec, and a worker that overruns is killed
+and replaced. Unlike it, a tool call is one message each way (calls are few and slow, so chunking buys nothing), the
+pool is thread-safe (each calling thread borrows an idle worker, so N threads run N calls at once, up to
+num_workers), and workers are fresh interpreters started with subprocess rather than multiprocessing children:
+multiprocessing's forkserver and spawn re-import the caller's __main__ in every child, which in a driver or a Ray
+actor costs seconds per worker. Each worker leads its own process group, so killing it also ends any processes its
+tool started. The deadline starts when the worker has loaded the function (a slow first import is not the call's
+fault). This module stays import-light: every worker imports it.
 """
 
 from __future__ import annotations
@@ -12,21 +15,27 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import multiprocessing
+import os
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any, Literal
 
 from rlhf.agent.errors import ToolError
 from rlhf.plugins import load_callable
 
-# forkserver: workers fork from a small clean server, not from the caller (often a threaded Ray actor).
-_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+# The worker's command: the caller's sys.path (so specs importable here import there), then the message loop on the
+# inherited socket.
+_WORKER_COMMAND = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+    "from rlhf.agent.tool_pool import worker_entry; worker_entry(int(sys.argv[1]))"
+)
 # A worker that has not loaded the tool function after this long is broken.
 _STARTUP_TIMEOUT_S = 120.0
 
@@ -95,10 +104,15 @@ def _call(fn: Any, kwargs: dict[str, Any], max_chars: int) -> tuple:
     return ("ok", text[: max_chars + 1], len(text))
 
 
+def worker_entry(fd: int) -> None:
+    """Entry point of a worker process: serve the pool on the socket inherited as file descriptor fd."""
+    _worker_main(Connection(fd))
+
+
 def _worker_main(conn: Connection) -> None:
     """Worker process: receive ("call", spec, kwargs, max_chars), load fn (cached), reply "loaded", call, reply;
     or ("load", specs): load them all and reply "loaded"."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group; the pool decides
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool decides when workers stop (and kills them if need be)
     functions: dict[str, Any] = {}
     while True:
         try:
@@ -129,17 +143,20 @@ def _worker_main(conn: Connection) -> None:
 
 @dataclass(eq=False)  # identity hashing: workers live in a set
 class _Worker:
-    process: BaseProcess
+    process: subprocess.Popen[bytes]
     conn: Connection
 
     def stop(self, kill: bool) -> None:
         if not kill:
             with contextlib.suppress(OSError):
                 self.conn.send(None)
-            self.process.join(timeout=1.0)
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=1.0)
+        if self.process.returncode is None:
+            # Not reaped yet, so its pid (= its group id) cannot have been reused: killing the group is safe.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
         self.conn.close()
 
 
@@ -156,7 +173,6 @@ class ToolProcessPool:
         if num_workers < 1:
             raise ValueError(f"agent.num_tool_workers={num_workers} must be >= 1")
         self.num_workers = num_workers
-        self._ctx = multiprocessing.get_context(_START_METHOD)
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()  # LIFO: warm workers first
         self._lock = threading.Lock()
         self._workers: set[_Worker] = set()  # every live worker; mutated in place: the finalizer holds it
@@ -225,8 +241,9 @@ class ToolProcessPool:
                     return CallOutcome(status="timeout", text="")
                 reply = worker.conn.recv()
         except (EOFError, OSError):
-            worker.process.join(timeout=1.0)
-            exit_code = worker.process.exitcode
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(timeout=1.0)
+            exit_code = worker.process.returncode
             self._discard(worker, kill=True)
             return CallOutcome(status="crashed", text="", exit_code=exit_code)
         self._release(worker)
@@ -266,8 +283,13 @@ class ToolProcessPool:
                 self._idle.put(replacement)
 
     def _start_worker(self) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=_worker_main, args=(child_conn,), name="tool-worker", daemon=True)
-        process.start()
-        child_conn.close()  # so that the worker's death reads as EOF here
-        return _Worker(process=process, conn=parent_conn)
+        parent_socket, child_socket = socket.socketpair()
+        with child_socket:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_COMMAND, str(child_socket.fileno()), json.dumps(sys.path)],
+                pass_fds=[child_socket.fileno()],
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: a kill also ends what its tool started
+            )
+        # The child's end is closed here, so the worker's death reads as EOF.
+        return _Worker(process=process, conn=Connection(parent_socket.detach()))

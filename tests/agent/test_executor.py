@@ -1,6 +1,7 @@
 """The executor runs calls concurrently in killable workers; every failure is a counted error text, never a crash."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from rlhf.agent.tools import ToolRegistry, load_tools, tool_from_function
 
 FNS = str(Path(__file__).with_name("tool_fns.py"))
 NAMES = ["add", "check_answer", "sleep_then_pid", "rendezvous", "raises", "hangs", "prints_100mb", "returns_big"]
-NAMES += ["exits_hard", "write_pid_then_hang"]
+NAMES += ["exits_hard", "write_pid_then_hang", "spawn_then_hang"]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,24 @@ def test_a_timed_out_call_is_killed(executor: ToolExecutor, tmp_path: Path) -> N
     pid = int((tmp_path / "pid").read_text())
     with pytest.raises(ProcessLookupError):  # the worker was killed (and reaped) before the result came back
         os.kill(pid, 0)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a killed orphan may stay a zombie until init reaps it
+
+
+def test_a_timed_out_call_takes_its_child_processes_with_it(executor: ToolExecutor, tmp_path: Path) -> None:
+    (result,) = executor.run([ToolCall("spawn_then_hang", {"folder": str(tmp_path)})])
+    assert result.is_timeout
+    child = int((tmp_path / "child").read_text())
+    deadline = time.monotonic() + 10
+    while _is_running(child) and time.monotonic() < deadline:  # SIGKILL delivery is asynchronous
+        time.sleep(0.05)
+    assert not _is_running(child)
 
 
 def test_calls_run_concurrently_in_separate_processes(executor: ToolExecutor, tmp_path: Path) -> None:

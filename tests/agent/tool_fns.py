@@ -1,6 +1,7 @@
 """Tool functions for the agent tests, loaded by path like user tools ("/path/tool_fns.py:name")."""
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Literal
@@ -114,5 +115,17 @@ def write_pid_then_hang(folder: str) -> str:
         folder: where to write the pid.
     """
     Path(folder, "pid").write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)
+
+
+def spawn_then_hang(folder: str) -> str:
+    """Start a long-running child process, write its pid to folder/child, then never return.
+
+    Args:
+        folder: where to write the child's pid.
+    """
+    child = subprocess.Popen(["sleep", "300"])
+    Path(folder, "child").write_text(str(child.pid))
     while True:
         time.sleep(1)
