@@ -1,6 +1,8 @@
 """Agentic, multi-turn, tool-using rollouts: tools, a sandbox, tool-call parsing, environments and the agent loop.
 
 Modules (import from them directly):
+    config.py      AgentConfig, SandboxConfig, validate_agent_config (the agent.* keys; stdlib only)
+    runtime.py     build_agent -> AgentRuntime, trajectories_to_batch
     loop.py        AgentLoop, Trajectory, SamplingRequest, TurnOutput, GenerateFn, agent_metrics
     env.py         Env, StepResult, EnvContext, ToolEnv, GuessNumberEnv, make_env_factory, row_tool_names
     observation.py ObservationFormatter, has_tool_role

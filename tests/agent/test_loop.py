@@ -228,3 +228,18 @@ def test_bad_generate_and_arguments() -> None:
         loop.run([[3]], rows, [0], lambda contexts, requests: [])
     with pytest.raises(RuntimeError, match="generate gave 0 log-probs for 1 tokens"):
         loop.run([[3]], rows, [0], lambda contexts, requests: [TurnOutput([5], [], "x", "stop")])
+
+
+def test_prompts_rendered_with_the_rows_tools(tool_context: EnvContext) -> None:
+    tok = build_ascii_tokenizer()
+    rows = [{"prompt": [{"role": "user", "content": "Q"}], "tools": ["calculator"]}, {"prompt": "Plain"}]
+    expected = [
+        "<|im_start|>system\nTools: calculator<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nTools: calculator, add<|im_end|>\n<|im_start|>user\nPlain<|im_end|>\n<|im_start|>assistant\n",
+    ]
+    prompts = [tuple(_encode(tok, text)) for text in expected]
+    engine = ScriptedEngine(tok, {prompts[0]: ["A.<|im_end|>"], prompts[1]: ["B.<|im_end|>"]})
+    loop = AgentLoop(tok, make_env_factory("tool", tool_context), max_turns=2, max_response_tokens=32)
+    a, b = loop.run(None, rows, [0, 1], engine)
+    assert (tuple(a.prompt_ids), tuple(b.prompt_ids)) == tuple(prompts)
+    assert (a.final_text, b.final_text) == ("A.", "B.")
