@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from rlhf.agent.parsing import HermesToolParser, ToolCall
 from rlhf.agent.tools import load_tools
 from rlhf.models.tiny import build_tokenizer
 
-SLEEP_SPEC = f"{Path(__file__).resolve()}:sleep_tool"
+# The benchmarked tool, written to a file and loaded by path like a user's tool. Not defined in this script: each
+# worker imports the tool's module, and this script's imports (transformers) would make worker start-up the cost.
+SLEEP_TOOL_SOURCE = '''import time
 
 
 def sleep_tool(seconds: float) -> str:
@@ -34,6 +37,7 @@ def sleep_tool(seconds: float) -> str:
     """
     time.sleep(seconds)
     return "ok"
+'''
 
 
 def _line(label: str, elapsed: float, num_calls: int, sleep_s: float, width: int) -> str:
@@ -45,8 +49,8 @@ def _line(label: str, elapsed: float, num_calls: int, sleep_s: float, width: int
     )
 
 
-def bench_function_tools(num_calls: int, sleep_s: float) -> None:
-    registry = load_tools([SLEEP_SPEC])
+def bench_function_tools(sleep_spec: str, num_calls: int, sleep_s: float) -> None:
+    registry = load_tools([sleep_spec])
     for workers in (1, 4, 8, 16, 32):
         with ToolExecutor(registry, num_workers=workers, timeout_s=60.0, max_concurrency=64) as executor:
             executor.start()  # workers started and the tool loaded: time the calls, not the start-up
@@ -69,7 +73,7 @@ def bench_sandbox(num_calls: int, sleep_s: float) -> None:
         print(_line(f"python sandbox, {threads:2d} threads", elapsed, num_calls, sleep_s, threads), flush=True)
 
 
-def bench_agent_loop(num_calls: int, sleep_s: float, workers: int) -> None:
+def bench_agent_loop(sleep_spec: str, num_calls: int, sleep_s: float, workers: int) -> None:
     """num_calls samples, each making one sleeping tool call in turn 1 and answering in turn 2."""
     tokenizer = build_tokenizer()
     call_text = "<tool_call>" + json.dumps({"name": "sleep_tool", "arguments": {"seconds": sleep_s}}) + "</tool_call>"
@@ -80,7 +84,7 @@ def bench_agent_loop(num_calls: int, sleep_s: float, workers: int) -> None:
         ids = tokenizer.encode("x" if is_first_turn else text, add_special_tokens=False)
         return [TurnOutput(ids, [0.0] * len(ids), text, "stop") for _ in contexts]
 
-    registry = load_tools([SLEEP_SPEC])
+    registry = load_tools([sleep_spec])
     with ToolExecutor(registry, num_workers=workers, timeout_s=60.0) as executor:
         executor.start()
         context = EnvContext(parser=HermesToolParser(), registry=registry, executor=executor)
@@ -97,10 +101,14 @@ def main() -> None:
     parser.add_argument("--sleep-s", type=float, default=0.5)
     args = parser.parse_args()
     print(f"{args.num_calls} calls, each sleeping {args.sleep_s} s", flush=True)
-    bench_function_tools(args.num_calls, args.sleep_s)
-    bench_sandbox(args.num_calls // 2, args.sleep_s)
-    bench_agent_loop(args.num_calls, args.sleep_s, workers=8)
-    bench_agent_loop(args.num_calls, args.sleep_s, workers=32)
+    with tempfile.TemporaryDirectory() as folder:
+        tool_file = Path(folder, "bench_sleep_tool.py")
+        tool_file.write_text(SLEEP_TOOL_SOURCE)
+        sleep_spec = f"{tool_file}:sleep_tool"
+        bench_function_tools(sleep_spec, args.num_calls, args.sleep_s)
+        bench_sandbox(args.num_calls // 2, args.sleep_s)
+        bench_agent_loop(sleep_spec, args.num_calls, args.sleep_s, workers=8)
+        bench_agent_loop(sleep_spec, args.num_calls, args.sleep_s, workers=32)
 
 
 if __name__ == "__main__":
