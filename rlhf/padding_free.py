@@ -15,6 +15,7 @@ Only real tokens are kept: lengths come from `attention_mask`, so tool tokens in
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ from rlhf.batch import Batch
 logger = logging.getLogger(__name__)
 
 PADDING_FREE_MODES = ("none", "trim", "pack")
+_PACKING_VERIFIED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models that passed check_packing_supported
 
 
 @dataclass(frozen=True)
@@ -165,12 +167,13 @@ def response_values(model: nn.Module, batch: Batch, *, padding_free: str = "none
     Args:
         model: a token-classification model with one label (or its DeepSpeed engine), on the batch's device.
         batch: input_ids / attention_mask / position_ids [B, P+R], responses and response_mask [B, R].
-        padding_free: "none", "trim" or "pack" (see the module docstring; check "pack" with
-            `check_packing_supported` first).
+        padding_free: "none", "trim" or "pack" (see the module docstring; "pack" runs `ensure_packing_supported`).
 
     Returns:
         values [B, R] float32, zero where response_mask is 0.
     """
+    if padding_free == "pack":
+        ensure_packing_supported(getattr(model, "module", model))  # a DeepSpeed engine holds the HF model in .module
     view = padding_free_view(
         batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["responses"].shape[1], padding_free
     )
@@ -221,6 +224,20 @@ def check_packing_supported(model: nn.Module) -> None:
             f"(flash_attention_2, sdpa, eager or flex_attention with transformers >= 4.53), or padding_free='trim'."
         )
     logger.info("packing check passed for attention %r (max difference %.3g)", implementation, error)
+
+
+def ensure_packing_supported(model: nn.Module) -> None:
+    """`check_packing_supported` once per model object; later calls return at once.
+
+    The padding-free forwards call it on their first "pack" forward, so packing is never used unchecked. All
+    data-parallel ranks reach that forward together, which ZeRO-3 needs.
+
+    Raises:
+        ValueError: from `check_packing_supported`.
+    """
+    if model not in _PACKING_VERIFIED:
+        check_packing_supported(model)
+        _PACKING_VERIFIED.add(model)
 
 
 def _logits(

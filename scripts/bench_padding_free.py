@@ -10,8 +10,9 @@ Two cases:
 - micro: one micro-batch of 32 sequences in rollout order, laid out padded [32, 136], trimmed, or packed [1, N].
 - mini: a mini-batch of --mini sequences split into micro-batches: padded in chunks of 32; trim and pack by
   `token_budget_micro_batches` with the budget a padded chunk costs (32 x 136 tokens).
-Reported: median wall time and process CPU time (user + system, all threads) over repeats after one warm-up, and
-the positions the model processed.
+Reported: median wall time and process CPU time (user + system, all threads) over repeats after one warm-up per
+mode (modes take turns within each repeat, so a change in machine load hits all of them), and the positions the
+model processed. On a shared machine compare CPU times; --threads 1 makes them robust to descheduled threads.
 """
 
 from __future__ import annotations
@@ -88,15 +89,17 @@ def split(batch: Batch, mode: str) -> list[Batch]:
     return [batch.index(group) for group in token_budget_micro_batches(lengths, budget, mode=mode)]
 
 
-def measure(model: torch.nn.Module, micro_batches: list[Batch], mode: str, repeats: int) -> tuple[float, float]:
-    step(model, micro_batches, mode)  # warm-up
-    walls, cpus = [], []
+def measure(model: torch.nn.Module, cases: dict[str, list[Batch]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, cpu) seconds of one step per mode; modes take turns so a load change hits all of them."""
+    times: dict[str, list[tuple[float, float]]] = {mode: [] for mode in cases}
+    for mode, micro_batches in cases.items():
+        step(model, micro_batches, mode)  # warm-up
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        step(model, micro_batches, mode)
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
+        for mode, micro_batches in cases.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            step(model, micro_batches, mode)
+            times[mode].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {mode: tuple(statistics.median(t[i] for t in ts) for i in (0, 1)) for mode, ts in times.items()}
 
 
 def main() -> None:
@@ -111,11 +114,10 @@ def main() -> None:
     for case, batch in (("micro", make_batch(MICRO, seed=0)), ("mini", make_batch(args.mini, seed=1))):
         real = int(batch["attention_mask"].sum())
         print(f"{case}: {len(batch)} sequences, {real} real tokens, padded layout {batch['input_ids'].numel()}")
-        for mode in ("none", "trim", "pack"):
-            micro_batches = [batch] if case == "micro" else split(batch, mode)
-            wall, cpu = measure(model, micro_batches, mode, args.repeats)
+        cases = {mode: [batch] if case == "micro" else split(batch, mode) for mode in ("none", "trim", "pack")}
+        for mode, (wall, cpu) in measure(model, cases, args.repeats).items():
             print(
-                f"  {mode:5s} micro-batches {len(micro_batches):2d}  positions {positions(micro_batches, mode):6d}  "
+                f"  {mode:5s} micro-batches {len(cases[mode]):2d}  positions {positions(cases[mode], mode):6d}  "
                 f"wall {wall:6.3f} s  cpu {cpu:6.3f} s"
             )
     print(f"load after: {os.getloadavg()}")

@@ -13,7 +13,7 @@ from rlhf.kernels import fused_log_probs
 from torch import nn
 
 from rlhf.batch import Batch
-from rlhf.padding_free import padding_free_view
+from rlhf.padding_free import ensure_packing_supported, padding_free_view
 
 
 def response_log_probs(
@@ -37,12 +37,19 @@ def response_log_probs(
         backend: kernel backend for the fused path ("auto", "torch", "triton", "naive").
         compute_entropy: also return the entropy of each position's distribution.
         padding_free: "none" (the padded [B, P+R] forward), "trim" (rows cut to the longest real sequence) or
-            "pack" (one packed row; check the model with `rlhf.padding_free.check_packing_supported` first).
+            "pack" (one packed row; the first such call checks that the model's attention keeps packed sequences
+            apart, `rlhf.padding_free.ensure_packing_supported`).
 
     Returns:
         log_probs [B, R] float32 and entropy [B, R] float32 (or None). With "trim" / "pack" both are 0 at response
         padding (where attention_mask is 0); with "none" padding slots hold the model's (meaningless) values.
+
+    Raises:
+        ValueError: an unknown `padding_free`, or "pack" with an attention implementation that lets packed
+            sequences attend to each other.
     """
+    if padding_free == "pack":
+        ensure_packing_supported(model)
     responses = batch["responses"]
     view = padding_free_view(
         batch["input_ids"], batch["attention_mask"], batch["position_ids"], responses.shape[1], padding_free

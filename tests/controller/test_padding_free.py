@@ -6,7 +6,7 @@ from transformers import AttentionInterface, AutoModelForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from rlhf.padding_free import check_packing_supported, padding_free_view
+from rlhf.padding_free import check_packing_supported, ensure_packing_supported, padding_free_view
 from rlhf.sequences import assemble
 
 
@@ -105,3 +105,13 @@ def test_packing_check_refuses_an_attention_that_ignores_the_packed_mask(tiny_mo
     assert model.config._attn_implementation == "causal_only"
     with pytest.raises(ValueError, match="not supported with attention implementation 'causal_only'"):
         check_packing_supported(model)
+
+
+def test_ensure_packing_supported_checks_each_model_once(tiny_model_dir: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    ensure_packing_supported(model)
+    assert len(forwards) == 3  # two sequences separately, then packed
+    ensure_packing_supported(model)
+    assert len(forwards) == 3

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from rlhf.workers.logprob import response_log_probs
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
+from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from rlhf.algorithms import AlgorithmConfig, compute_value_loss, get_policy_loss_fn, make_loss_aggregator
 from rlhf.batch import Batch
@@ -157,3 +159,16 @@ def test_critic_values_loss_and_grads_equal_the_padded_path(mode: str, tiny_mode
     torch.testing.assert_close(values, values_padded, atol=ATOL, rtol=0)  # both are 0 where response_mask is 0
     torch.testing.assert_close(loss, loss_padded, atol=ATOL, rtol=0)
     assert_close_grads(grads_free, grads_padded)
+
+
+def test_pack_is_refused_when_the_attention_ignores_the_packed_mask(tiny_model_dir: Path) -> None:
+    def causal_only(module, query, key, value, attention_mask, **kwargs):  # drops the mask transformers built
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+
+    AttentionInterface.register("causal_only_logprob", causal_only)
+    ALL_MASK_ATTENTION_FUNCTIONS.register("causal_only_logprob", sdpa_mask)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="causal_only_logprob")
+    batch = make_batch(model.config.vocab_size)
+    with pytest.raises(ValueError, match="not supported with attention implementation 'causal_only_logprob'"):
+        response_log_probs(model, batch, 1.0, fused=True, backend="torch", padding_free="pack")
+    response_log_probs(model, batch, 1.0, fused=True, backend="torch", padding_free="trim")  # trim needs no check
