@@ -3,6 +3,7 @@
 With `fused=True` the model runs without its LM head and the fused kernel (`rlhf.kernels`) turns the last hidden
 states into log-probs chunk by chunk, so no [tokens, vocab] logits tensor is ever held. Temperature divides the
 logits exactly as vLLM's sampler does, which keeps trainer and rollout log-probs in agreement (contract 2).
+With `padding_free` "trim" or "pack" the forward skips padding (`rlhf.padding_free`, issue 13).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from rlhf.kernels import fused_log_probs
 from torch import nn
 
 from rlhf.batch import Batch
+from rlhf.padding_free import ensure_packing_supported, padding_free_view
 
 
 def response_log_probs(
@@ -22,6 +24,7 @@ def response_log_probs(
     fused: bool,
     backend: str = "auto",
     compute_entropy: bool = False,
+    padding_free: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each response token given everything before it.
 
@@ -33,29 +36,40 @@ def response_log_probs(
         fused: use the fused kernel from the last hidden state (no full logits).
         backend: kernel backend for the fused path ("auto", "torch", "triton", "naive").
         compute_entropy: also return the entropy of each position's distribution.
+        padding_free: "none" (the padded [B, P+R] forward), "trim" (rows cut to the longest real sequence) or
+            "pack" (one packed row; the first such call checks that the model's attention keeps packed sequences
+            apart, `rlhf.padding_free.ensure_packing_supported`).
 
     Returns:
-        log_probs [B, R] float32 and entropy [B, R] float32 (or None).
+        log_probs [B, R] float32 and entropy [B, R] float32 (or None). With "trim" / "pack" both are 0 at response
+        padding (where attention_mask is 0); with "none" padding slots hold the model's (meaningless) values.
+
+    Raises:
+        ValueError: an unknown `padding_free`, or "pack" with an attention implementation that lets packed
+            sequences attend to each other.
     """
-    input_ids, responses = batch["input_ids"], batch["responses"]
-    num_response = responses.shape[1]
-    inputs = dict(input_ids=input_ids, attention_mask=batch["attention_mask"], position_ids=batch["position_ids"])
+    if padding_free == "pack":
+        ensure_packing_supported(model)
+    responses = batch["responses"]
+    view = padding_free_view(
+        batch["input_ids"], batch["attention_mask"], batch["position_ids"], responses.shape[1], padding_free
+    )
+    targets = view.response_tokens(responses)  # [n]
     if fused:
-        hidden = model.get_decoder()(**inputs, use_cache=False).last_hidden_state  # [B, P+R, d]
-        # Position t's hidden state predicts token t+1: the response is predicted by positions [-R-1, -1).
-        hidden = hidden[:, -num_response - 1 : -1].contiguous()  # [B, R, d]
+        hidden = model.get_decoder()(**view.model_inputs, use_cache=False).last_hidden_state  # [rows, width, d]
         head = model.get_output_embeddings()
-        return fused_log_probs(
-            hidden,
+        log_probs, entropy = fused_log_probs(
+            view.select(hidden),  # [n, d]: the positions predicting each response token
             head.weight,
-            responses,
+            targets,
             temperature,
             head.bias,
             compute_entropy=compute_entropy,
             backend=backend,
         )
-    logits = model(**inputs, use_cache=False).logits[:, -num_response - 1 : -1].float() / temperature  # [B, R, V]
-    log_softmax = torch.log_softmax(logits, dim=-1)
-    log_probs = log_softmax.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_softmax.exp() * log_softmax).sum(-1) if compute_entropy else None
-    return log_probs, entropy
+    else:
+        logits = model(**view.model_inputs, use_cache=False).logits  # [rows, width, V]
+        log_softmax = torch.log_softmax(view.select(logits).float() / temperature, dim=-1)  # [n, V]
+        log_probs = log_softmax.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_softmax.exp() * log_softmax).sum(-1) if compute_entropy else None
+    return view.scatter(log_probs), (None if entropy is None else view.scatter(entropy))
