@@ -39,7 +39,7 @@ class ActorRolloutRefGroup(WorkerGroup):
     def compute_ref_log_prob(self, batch: Batch) -> Batch:
         return self.call(ActorRolloutRefWorker.compute_ref_log_prob, batch)
 
-    def update_actor(self, batch: Batch) -> dict[str, float]:
+    def update_actor(self, batch: Batch) -> Batch:
         return self.call(ActorRolloutRefWorker.update_actor, batch)
 
     def sync_weights(self) -> float:
@@ -116,6 +116,7 @@ def create_groups(cfg: RLHFConfig) -> Groups:
         "actor_rollout_ref",
         dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref()),
         env,
+        balance_tokens=cfg.actor.balance_tokens,
     )
     # Reward actors take a sliver of CPU: their processes run between the policy's stages, not during them.
     reward_pool = ResourcePool.create(cfg.reward.num_workers, 0.01, "cpu")
@@ -124,7 +125,14 @@ def create_groups(cfg: RLHFConfig) -> Groups:
     share_cpus = 0.0 if device == "cpu" else None
     if cfg.algorithm.needs_critic():
         critic_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
-        groups.critic = CriticGroup(critic_pool, "critic", dict(cfg=cfg, device=device), env, cpus_per_actor=share_cpus)
+        groups.critic = CriticGroup(
+            critic_pool,
+            "critic",
+            dict(cfg=cfg, device=device),
+            env,
+            cpus_per_actor=share_cpus,
+            balance_tokens=cfg.actor.balance_tokens,
+        )
     if cfg.reward.model_path is not None:
         rm_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
         groups.reward_model = RewardModelGroup(

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhf.algorithms.config import AlgorithmConfig
 from rlhf.models.tiny import TinyModelSpec
+from rlhf.packing import validate_token_budget
 from rlhf.rewards.registry import load_reward_fn
 from rlhf.schema import ConfigError, OneOrMany, Range, build, check_fields, hydra_schema
 
@@ -44,6 +45,9 @@ class ModelConfig:
     """Weights for training and rollout: float32, or bfloat16 (DeepSpeed keeps fp32 master weights)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory for big models, about a third more compute."""
+    padding_free: Literal["auto", "off", "trim", "pack"] = "auto"
+    """Training-side forwards without padding: pack (one row, restarted positions, varlen attention), trim (rows cut
+    to their micro-batch's longest sequence) or off; auto packs with flash-attention (CUDA) and trims elsewhere."""
 
 
 @dataclass
@@ -73,13 +77,22 @@ class ActorConfig:
     ppo_mini_batch_size: Annotated[int, POSITIVE_INT] = 8
     """Prompts per optimizer step (x rollout.n sequences), global over ranks."""
     micro_batch_size_per_device: Annotated[int, POSITIVE_INT] = 4
-    """Sequences per forward/backward on one rank."""
+    """Sequences per forward/backward on one rank (when max_tokens_per_micro_batch is not set)."""
+    max_tokens_per_micro_batch: Annotated[int, POSITIVE_INT] | None = None
+    """Token budget of one forward on a rank, for the update and the old log-probs (verl's ppo_max_token_len_per_gpu);
+    micro-batches then hold as many sequences as fit, the same count on every rank. None: fixed-size micro-batches."""
+    balance_tokens: bool = True
+    """Reorder rows before splitting them over data-parallel ranks so every rank gets nearly the same token count."""
+    recompute_old_log_prob: Literal["auto", "always"] = "auto"
+    """auto: when the update is exactly on-policy (one epoch, one mini-batch, no KL in the reward) the old log-probs
+    come from the update's own forward, detached, instead of a separate pass; always: the separate pass."""
     ppo_epochs: Annotated[int, POSITIVE_INT] = 1
     """Passes over the rollout batch per RL step."""
     shuffle: bool = True
     """Shuffle sequences between mini-batches each epoch."""
-    zero_stage: ZeroStage = 2
-    """DeepSpeed ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters."""
+    zero_stage: ZeroStage = 1
+    """DeepSpeed ZeRO stage: 1 shards optimizer state and reduces gradients once per optimizer step; 2 also shards
+    gradients, reducing them after every micro-batch; 3 also shards parameters."""
     fused_kernels: bool = True
     """Log-probs and entropy from hidden states without materialising [tokens, vocab] logits."""
     kernel_backend: KernelBackend = "auto"
@@ -97,13 +110,15 @@ class CriticConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
     """The critic's optimizer (critics learn faster than policies)."""
     micro_batch_size_per_device: Annotated[int, POSITIVE_INT] = 4
-    """Sequences per forward/backward on one rank."""
+    """Sequences per forward/backward on one rank (when max_tokens_per_micro_batch is not set)."""
+    max_tokens_per_micro_batch: Annotated[int, POSITIVE_INT] | None = None
+    """Token budget of one critic forward on a rank (values and update); None: fixed-size micro-batches."""
     ppo_epochs: Annotated[int, POSITIVE_INT] = 1
     """Passes over the rollout batch per step (mini-batches follow the actor's)."""
     warmup_steps: Annotated[int, COUNT] = 0
     """First RL steps that train only the critic, leaving the actor unchanged."""
-    zero_stage: ZeroStage = 2
-    """DeepSpeed ZeRO stage of the critic."""
+    zero_stage: ZeroStage = 1
+    """DeepSpeed ZeRO stage of the critic (see actor.zero_stage)."""
 
 
 @dataclass
@@ -133,7 +148,9 @@ class RefConfig:
     """The frozen reference policy (built only when a KL term is on)."""
 
     log_prob_micro_batch_size: Annotated[int, POSITIVE_INT] = 16
-    """Sequences per forward of the reference model."""
+    """Sequences per forward of the reference model (when max_tokens_per_micro_batch is not set)."""
+    max_tokens_per_micro_batch: Annotated[int, POSITIVE_INT] | None = None
+    """Token budget of one reference forward (verl's ref.log_prob_max_token_len_per_gpu); None: fixed-size."""
 
 
 @dataclass
@@ -327,6 +344,16 @@ def validate(cfg: RLHFConfig) -> None:
         "reward.rule_weight=0 and no reward.model_path: nothing would score the responses",
     )
     _validate_batch_sizes(cfg)
+    longest = cfg.data.max_prompt_length + cfg.rollout.max_response_length
+    for key, budget in (
+        ("actor.max_tokens_per_micro_batch", a.max_tokens_per_micro_batch),
+        ("ref.max_tokens_per_micro_batch", cfg.ref.max_tokens_per_micro_batch),
+        ("critic.max_tokens_per_micro_batch", cfg.critic.max_tokens_per_micro_batch),
+    ):
+        try:
+            validate_token_budget(key, budget, longest)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     _validate_paths(cfg)
     cfg.algorithm.validate()
     if rw.function is not None:

@@ -246,3 +246,18 @@ def _logits(
     # use_cache=False matters: with a cache transformers skips packed-sequence detection (masking_utils).
     out = model(input_ids=input_ids.to(device), position_ids=position_ids.to(device), use_cache=False)
     return out.logits.float()
+
+
+def resolve_padding_free(setting: str, model: nn.Module) -> str:
+    """The layout a model's training-side forwards use for `model.padding_free`.
+
+    "off" -> "none"; "auto" -> "pack" where the attention is flash-attention (varlen: packing costs nothing extra),
+    else "trim" (a packed row on sdpa/eager pays full quadratic attention over all its sequences); "trim" and
+    "pack" as asked ("pack" is verified by `ensure_packing_supported` on its first forward).
+    """
+    if setting == "off":
+        return "none"
+    if setting == "auto":
+        implementation = str(getattr(model.config, "_attn_implementation", ""))
+        return "pack" if implementation.startswith("flash_attention") else "trim"
+    return setting

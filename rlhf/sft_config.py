@@ -29,7 +29,8 @@ from rlhf.config import (
     require,
 )
 from rlhf.models.tiny import TinyModelSpec
-from rlhf.schema import build, check_fields, hydra_schema
+from rlhf.packing import validate_token_budget
+from rlhf.schema import ConfigError, build, check_fields, hydra_schema
 
 
 @dataclass
@@ -39,7 +40,9 @@ class SFTParams:
     batch_size: Annotated[int, POSITIVE_INT] = 64
     """Sequences per optimizer step, global over ranks."""
     micro_batch_size_per_device: Annotated[int, POSITIVE_INT] = 32
-    """Sequences per forward/backward on one rank (gradient accumulation)."""
+    """Sequences per forward/backward on one rank (gradient accumulation; when max_tokens_per_micro_batch is unset)."""
+    max_tokens_per_micro_batch: Annotated[int, POSITIVE_INT] | None = None
+    """Token budget of one forward on a rank; micro-batches then hold as many sequences as fit. None: fixed-size."""
     total_steps: Annotated[int, POSITIVE_INT] = 200
     """Optimizer steps."""
     epochs: Annotated[int, COUNT] = 0
@@ -50,7 +53,7 @@ class SFTParams:
     """Target column: auto (`response` if the row has it, else reward_model.ground_truth) or a dotted key."""
     append_eos: bool = True
     """End every target with the tokenizer's EOS, so the model learns to stop."""
-    zero_stage: ZeroStage = 2
+    zero_stage: ZeroStage = 1
     """DeepSpeed ZeRO stage, as actor.zero_stage."""
     fused_kernels: bool = True
     """Log-probs from hidden states without full logits, as actor.fused_kernels."""
@@ -79,7 +82,7 @@ class SFTConfig:
 # Keys of the shared sections that SFT reads.
 SFT_READS = frozenset(
     {
-        *(f"model.{k}" for k in ("path", "build_tiny", "dtype", "gradient_checkpointing")),
+        *(f"model.{k}" for k in ("path", "build_tiny", "dtype", "gradient_checkpointing", "padding_free")),
         *(
             f"data.{k}"
             for k in (
@@ -182,6 +185,10 @@ def validate_sft(cfg: SFTConfig) -> None:
         f"sft.micro_batch_size_per_device={s.micro_batch_size_per_device} must divide the {per_rank} sequences "
         f"of a batch on each rank (sft.batch_size={s.batch_size} / {world} ranks)",
     )
+    try:
+        validate_token_budget("sft.max_tokens_per_micro_batch", s.max_tokens_per_micro_batch, s.max_length)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     _validate_paths(cfg)
 
 

@@ -108,6 +108,7 @@ class RLTrainer:
             self.train_rows, cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
         )
         self.kl_ctrl = make_kl_controller(cfg.algorithm.kl_ctrl)
+        self.old_log_prob_from_update = old_log_prob_from_update(cfg)
         self.num_devices = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
         model_config = AutoConfig.from_pretrained(cfg.model.path)
         self.num_params = _approx_num_params(model_config)
@@ -260,8 +261,10 @@ class RLTrainer:
         metrics: dict[str, float] = {}
         with timed(timings, "step"):
             batch, rollout_metrics = self.rollout(prompts, timings)  # 1-2. generate and score
-            with timed(timings, "old_log_prob"):  # 3. old log-prob
-                batch.update(g.policy.compute_log_prob(batch))
+            update_actor = self.global_step > self.cfg.critic.warmup_steps or g.critic is None
+            if not (update_actor and self.old_log_prob_from_update):
+                with timed(timings, "old_log_prob"):  # 3. old log-prob (else the update's own forward gives them)
+                    batch.update(g.policy.compute_log_prob(batch))
             if algo.needs_ref():
                 with timed(timings, "ref"):  # 4. ref log-prob
                     batch.update(g.policy.compute_ref_log_prob(batch))
@@ -273,9 +276,12 @@ class RLTrainer:
             if g.critic is not None:
                 with timed(timings, "update_critic"):  # 7. update
                     metrics.update(g.critic.update_critic(batch))
-            if self.global_step > self.cfg.critic.warmup_steps or g.critic is None:
+            if update_actor:
                 with timed(timings, "update_actor"):
-                    metrics.update(g.policy.update_actor(batch))
+                    result = g.policy.update_actor(batch)
+                metrics.update(result.meta["metrics"])
+                if len(result):  # on-policy: old_log_probs and entropy from the update's forward
+                    batch.update(Batch(result.tensors))
                 with timed(timings, "update_weights"):  # 8. sync
                     g.policy.sync_weights()
         metrics.update({**data_metrics(batch), **rollout_metrics, **timings})
@@ -410,6 +416,22 @@ class RLTrainer:
             self.groups.reward.close()
         if ray.is_initialized():
             ray.shutdown()
+
+
+def old_log_prob_from_update(cfg: RLHFConfig) -> bool:
+    """Whether the old log-probs can come from the actor update's own forward (issue 13: no redundant pass).
+
+    Only when that forward runs the very policy that sampled the batch, before any optimizer step: one PPO epoch
+    and one mini-batch per RL step. The advantages must not need the old log-probs (KL in the reward does), and
+    `actor.recompute_old_log_prob=always` keeps the separate pass.
+    """
+    a = cfg.actor
+    return (
+        a.recompute_old_log_prob == "auto"
+        and a.ppo_epochs == 1
+        and cfg.data.train_batch_size == a.ppo_mini_batch_size
+        and not cfg.algorithm.use_kl_in_reward
+    )
 
 
 def _approx_num_params(config: object) -> int:

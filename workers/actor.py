@@ -20,7 +20,14 @@ from rlhf.workers.engine import (
     save_engine,
 )
 from rlhf.workers.logprob import response_log_probs
-from rlhf.workers.update_loop import Aggregator, MicroBatchLoss, UpdateSpec, train_mini_batches
+from rlhf.workers.update_loop import (
+    Aggregator,
+    MicroBatchLoss,
+    UpdateSpec,
+    forward_micro_batches,
+    split_micro_batches,
+    train_mini_batches,
+)
 from transformers import AutoModelForCausalLM
 
 from rlhf.algorithms import (
@@ -32,6 +39,7 @@ from rlhf.algorithms import (
 )
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
+from rlhf.padding_free import resolve_padding_free
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +66,7 @@ class Actor:
             ),
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 1000 * rank)
+        self.layout = resolve_padding_free(cfg.model.padding_free, model)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -71,29 +80,34 @@ class Actor:
             fused=self.cfg.actor.fused_kernels,
             backend=self.cfg.actor.kernel_backend,
             compute_entropy=compute_entropy,
+            padding_free=self.layout,
         )
 
     @torch.no_grad()
     def compute_log_prob(self, batch: Batch) -> Batch:
         """old_log_probs [B, R] and entropy [B, R] under the current policy (no gradient)."""
         self.engine.eval()
-        log_probs, entropies = [], []
-        for micro in batch.chunk_by_size(self.cfg.actor.log_prob_micro_batch_size):
-            lp, ent = self._log_probs(micro, compute_entropy=True)
-            log_probs.append(lp.float().cpu())
-            entropies.append(ent.float().cpu())
-        return Batch({"old_log_probs": torch.cat(log_probs), "entropy": torch.cat(entropies)})
 
-    def update(self, batch: Batch) -> dict[str, float]:
+        def forward(micro: Batch) -> dict[str, torch.Tensor]:
+            log_probs, entropy = self._log_probs(micro, compute_entropy=True)
+            return {"old_log_probs": log_probs.float().cpu(), "entropy": entropy.float().cpu()}
+
+        a = self.cfg.actor
+        return forward_micro_batches(
+            batch, forward, a.log_prob_micro_batch_size, a.max_tokens_per_micro_batch, self.layout, self.world_size
+        )
+
+    def update(self, batch: Batch) -> tuple[dict[str, float], Batch]:
         """PPO epochs over mini-batches of this rank's share of the rollout batch (see `update_loop`).
 
         Args:
             batch: this rank's rows with input_ids, attention_mask, position_ids, responses, response_mask,
-                old_log_probs, advantages [B, R]; ref_log_probs if the KL loss is on; rollout_log_probs for the
-                rollout importance-sampling correction.
+                advantages [B, R]; old_log_probs, unless the update is exactly on-policy and takes them from its own
+                forward; ref_log_probs if the KL loss is on; rollout_log_probs for rollout importance sampling.
 
         Returns:
-            `actor/*` metrics averaged over optimizer steps (global over ranks, the same on every rank).
+            `actor/*` metrics averaged over optimizer steps (global over ranks, the same on every rank), and the
+            on-policy old_log_probs and entropy [B, R] when the batch came without old_log_probs (else empty).
         """
         a = self.cfg.actor
         spec = UpdateSpec(
@@ -103,11 +117,20 @@ class Actor:
             loss_agg_mode=self.cfg.algorithm.loss_agg_mode,
             norm_length=self.cfg.rollout.max_response_length,
         )
+        if "old_log_probs" not in batch and not (a.ppo_epochs == 1 and len(batch) == spec.mini_batch_size):
+            raise ValueError(
+                "old_log_probs may come from the update's own forward only in a one-epoch, one-step update"
+            )
         return train_mini_batches(
             self.engine,
             batch,
             self.micro_batch_loss,
-            lambda mini: mini.chunk_by_size(a.micro_batch_size_per_device),
+            lambda mini: [
+                micro
+                for _, micro in split_micro_batches(
+                    mini, a.micro_batch_size_per_device, a.max_tokens_per_micro_batch, self.layout, self.world_size
+                )
+            ],
             spec,
             self.world_size,
             self.generator if a.shuffle else None,
@@ -121,15 +144,22 @@ class Actor:
         log_probs, entropy = self._log_probs(micro, compute_entropy=True)
         advantages = micro["advantages"]
         out = MicroBatchLoss(loss=log_probs.new_zeros(()))
+        if "old_log_probs" in micro:
+            old_log_probs = micro["old_log_probs"]
+        else:
+            # Exactly on-policy: this forward is the policy that sampled the batch, so its detached log-probs are
+            # the old ones (a separate pass would compute the same numbers again).
+            old_log_probs = log_probs.detach()
+            out.rows.update(old_log_probs=old_log_probs, entropy=entropy.detach())
         if algo.rollout_is is not None:
             # Truncated importance sampling between vLLM's sampling distribution and the trainer's.
             weights, is_metrics = rollout_importance_weights(
-                micro["old_log_probs"], micro["rollout_log_probs"], mask, algo.rollout_is, algo.rollout_is_threshold
+                old_log_probs, micro["rollout_log_probs"], mask, algo.rollout_is, algo.rollout_is_threshold
             )
             advantages = advantages * weights
             _route_metrics(out, is_metrics, has_tokens=bool(mask.sum() > 0))
         pg_loss, pg_metrics = get_policy_loss_fn(algo.policy_loss)(
-            micro["old_log_probs"], log_probs, advantages, mask, algo, agg
+            old_log_probs, log_probs, advantages, mask, algo, agg
         )
         entropy_term, entropy_metrics = entropy_loss(entropy, mask, agg)
         out.loss = pg_loss - algo.entropy_coeff * entropy_term

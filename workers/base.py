@@ -69,13 +69,19 @@ class Collect(enum.Enum):
 class DispatchSpec:
     mode: Mode
     collect: Collect
+    balance: bool = False
+    """DP only: rows may be reordered so every rank gets nearly the same token count (results come back in order)."""
 
 
-def dispatch(mode: Mode, collect: Collect) -> Callable[[F], F]:
-    """Declare how a worker group calls a worker method: `@dispatch(Mode.DP, Collect.CONCAT)`."""
+def dispatch(mode: Mode, collect: Collect, *, balance: bool = False) -> Callable[[F], F]:
+    """Declare how a worker group calls a worker method: `@dispatch(Mode.DP, Collect.CONCAT)`.
+
+    `balance=True` (DP methods whose Batch has an attention_mask) lets the group deal rows to ranks by token count
+    (when the group was built with `balance_tokens`), putting concatenated results back in the caller's order.
+    """
 
     def wrap(fn: F) -> F:
-        setattr(fn, _SPEC_ATTR, DispatchSpec(mode, collect))
+        setattr(fn, _SPEC_ATTR, DispatchSpec(mode, collect, balance))
         return fn
 
     return wrap

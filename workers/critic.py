@@ -12,12 +12,20 @@ from pathlib import Path
 import torch
 from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch
 from rlhf.workers.engine import TORCH_DTYPES, build_engine, deepspeed_config, load_engine, save_engine
-from rlhf.workers.update_loop import Aggregator, MicroBatchLoss, UpdateSpec, train_mini_batches
+from rlhf.workers.update_loop import (
+    Aggregator,
+    MicroBatchLoss,
+    UpdateSpec,
+    forward_micro_batches,
+    split_micro_batches,
+    train_mini_batches,
+)
 from transformers import AutoConfig, AutoModelForTokenClassification
 
 from rlhf.algorithms import compute_value_loss
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
+from rlhf.padding_free import resolve_padding_free, response_values
 
 logger = logging.getLogger(__name__)
 
@@ -46,23 +54,24 @@ class Critic:
             ),
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 2000 + rank)
+        self.layout = resolve_padding_free(cfg.model.padding_free, model)
 
     def _values(self, batch: Batch) -> torch.Tensor:
-        """[B, R] float32 values of the states before each response token."""
-        batch = batch.to(self.device)
-        num_response = batch["responses"].shape[1]
-        logits = self.engine(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
-        ).logits  # [B, P+R, 1]
-        return logits[:, -num_response - 1 : -1, 0].float() * batch["response_mask"]
+        """[B, R] float32 values of the states before each response token (0 on padding)."""
+        return response_values(self.engine, batch.to(self.device), padding_free=self.layout)
 
     @torch.no_grad()
     def compute_values(self, batch: Batch) -> Batch:
         self.engine.eval()
-        chunks = [
-            self._values(micro).cpu() for micro in batch.chunk_by_size(self.cfg.critic.micro_batch_size_per_device)
-        ]
-        return Batch({"values": torch.cat(chunks)})
+        c = self.cfg.critic
+        return forward_micro_batches(
+            batch,
+            lambda micro: {"values": self._values(micro).cpu()},
+            c.micro_batch_size_per_device,
+            c.max_tokens_per_micro_batch,
+            self.layout,
+            self.world_size,
+        )
 
     def update(self, batch: Batch) -> dict[str, float]:
         """Clipped value regression onto `returns`: PPO epochs over the actor's mini-batches (see `update_loop`)."""
@@ -74,15 +83,21 @@ class Critic:
             loss_agg_mode=self.cfg.algorithm.loss_agg_mode,
             norm_length=self.cfg.rollout.max_response_length,
         )
-        return train_mini_batches(
+        metrics, _ = train_mini_batches(
             self.engine,
             batch,
             self.micro_batch_loss,
-            lambda mini: mini.chunk_by_size(c.micro_batch_size_per_device),
+            lambda mini: [
+                micro
+                for _, micro in split_micro_batches(
+                    mini, c.micro_batch_size_per_device, c.max_tokens_per_micro_batch, self.layout, self.world_size
+                )
+            ],
             spec,
             self.world_size,
             self.generator if self.cfg.actor.shuffle else None,
         )
+        return metrics
 
     def micro_batch_loss(self, micro: Batch, agg: Aggregator) -> MicroBatchLoss:
         """The clipped value loss of one micro-batch (`rlhf.algorithms.compute_value_loss`)."""
@@ -117,11 +132,11 @@ class CriticWorker(Worker):
     def init_model(self) -> None:
         self.critic = Critic(self.cfg, self.rank, self.world_size, self.device)
 
-    @dispatch(Mode.DP, Collect.CONCAT)
+    @dispatch(Mode.DP, Collect.CONCAT, balance=True)
     def compute_values(self, batch: Batch) -> Batch:
         return self.critic.compute_values(batch)
 
-    @dispatch(Mode.DP, Collect.FIRST)
+    @dispatch(Mode.DP, Collect.FIRST, balance=True)
     def update_critic(self, batch: Batch) -> dict[str, float]:
         """Metrics are reduced over ranks inside the update: rank 0's speak for all."""
         return self.critic.update(batch)

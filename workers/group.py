@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-from rlhf.workers.base import Mode, Worker, dispatch_spec
+from rlhf.workers.base import Collect, Mode, Worker, dispatch_spec
 
 from rlhf.batch import Batch
+from rlhf.packing import dp_balanced_order
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +71,11 @@ class WorkerGroup:
         env_vars: dict[str, str],
         init_distributed: bool = True,
         cpus_per_actor: float | None = None,
+        balance_tokens: bool = False,
     ) -> None:
-        """`cpus_per_actor` < the bundle's CPUs lets a second group share the pool (e.g. the critic on CPU)."""
-        self.role, self.world_size = role, pool.num_ranks
+        """`cpus_per_actor` < the bundle's CPUs lets a second group share the pool (e.g. the critic on CPU);
+        `balance_tokens` deals the rows of `balance=True` methods to ranks by token count."""
+        self.role, self.world_size, self.balance_tokens = role, pool.num_ranks, balance_tokens
         remote_cls = ray.remote(self.worker_cls)
         self.actors = [
             remote_cls.options(
@@ -105,14 +109,24 @@ class WorkerGroup:
         name = method.__name__
         if getattr(self.worker_cls, name, None) is not method:
             raise TypeError(f"{method.__qualname__} is not a method of {self.worker_cls.__name__} ({self.role} group)")
+        order = None
         if spec.mode is Mode.DP:
             if not args or not isinstance(args[0], Batch):
                 raise TypeError(f"{self.role}.{name} is dispatched DP: its first argument must be a Batch")
-            shards = args[0].split(self.world_size)
+            batch = args[0]
+            if spec.balance and self.balance_tokens and self.world_size > 1 and len(batch) % self.world_size == 0:
+                order = dp_balanced_order(batch["attention_mask"].sum(-1).tolist(), self.world_size)
+                batch = batch.index(order)
+            shards = batch.split(self.world_size)
             refs = [getattr(a, name).remote(s, *args[1:], **kwargs) for a, s in zip(self.actors, shards, strict=True)]
         else:
             refs = [getattr(a, name).remote(*args, **kwargs) for a in self.actors]
-        return spec.collect.apply(self._gather(refs))
+        result = spec.collect.apply(self._gather(refs))
+        if order is not None and spec.collect is Collect.CONCAT and len(result) == len(order):
+            inverse = torch.empty(len(order), dtype=torch.long)
+            inverse[torch.tensor(order)] = torch.arange(len(order))
+            result = result.index(inverse)  # back in the caller's row order
+        return result
 
     def _gather(self, refs: Sequence[ray.ObjectRef], ranks: Sequence[int] | None = None) -> list[Any]:
         """ray.get in rank order, failing fast on the first rank that dies or raises."""

@@ -41,7 +41,7 @@ class ActorRolloutRefWorker(Worker):
         self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
         self.actor = Actor(self.cfg, self.rank, self.world_size, self.device)
         self.rollout = VLLMRollout(self.cfg, self.device, self.tokenizer.pad_token_id)
-        self.ref = ReferencePolicy(self.cfg, self.device) if self.need_ref else None
+        self.ref = ReferencePolicy(self.cfg, self.device, self.world_size) if self.need_ref else None
 
     @dispatch(Mode.DP, Collect.CONCAT)
     def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
@@ -57,12 +57,12 @@ class ActorRolloutRefWorker(Worker):
         )
         return out
 
-    @dispatch(Mode.DP, Collect.CONCAT)
+    @dispatch(Mode.DP, Collect.CONCAT, balance=True)
     def compute_log_prob(self, batch: Batch) -> Batch:
         self.rollout.sleep()
         return self.actor.compute_log_prob(batch)
 
-    @dispatch(Mode.DP, Collect.CONCAT)
+    @dispatch(Mode.DP, Collect.CONCAT, balance=True)
     def compute_ref_log_prob(self, batch: Batch) -> Batch:
         if self.ref is None:
             raise RuntimeError(
@@ -70,11 +70,14 @@ class ActorRolloutRefWorker(Worker):
             )
         return self.ref.compute_log_prob(batch)
 
-    @dispatch(Mode.DP, Collect.FIRST)
-    def update_actor(self, batch: Batch) -> dict[str, float]:
-        """Train on this rank's shard; the metrics are global (reduced over ranks), the same on every rank."""
+    @dispatch(Mode.DP, Collect.CONCAT, balance=True)
+    def update_actor(self, batch: Batch) -> Batch:
+        """Train on this rank's shard. Returns the on-policy old_log_probs / entropy when the batch had none (else no
+        rows) and, in meta["metrics"], the update's metrics: global over ranks, so rank 0's speak for all."""
         self.rollout.sleep()
-        return {**self.actor.update(batch), **memory_metrics(self.device)}
+        metrics, outputs = self.actor.update(batch)
+        outputs.meta["metrics"] = {**metrics, **memory_metrics(self.device)}
+        return outputs
 
     @dispatch(Mode.ALL, Collect.MAX)
     def sync_weights(self) -> float:

@@ -21,11 +21,12 @@ from rlhf.workers.engine import (
     save_hf_model,
 )
 from rlhf.workers.logprob import response_log_probs
-from rlhf.workers.update_loop import Aggregator, MicroBatchLoss, UpdateSpec, train_mini_batches
+from rlhf.workers.update_loop import Aggregator, MicroBatchLoss, UpdateSpec, split_micro_batches, train_mini_batches
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhf.algorithms import aggregate_loss
 from rlhf.batch import Batch
+from rlhf.padding_free import resolve_padding_free
 from rlhf.sft_config import SFTConfig
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class SFTWorker(Worker):
                 dtype=cfg.model.dtype,
             ),
         )
+        self.layout = resolve_padding_free(cfg.model.padding_free, model)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -70,7 +72,12 @@ class SFTWorker(Worker):
     def _log_probs(self, micro: Batch) -> torch.Tensor:
         s = self.cfg.sft
         log_probs, _ = response_log_probs(
-            self.model, micro.to(self.device), 1.0, fused=s.fused_kernels, backend=s.kernel_backend
+            self.model,
+            micro.to(self.device),
+            1.0,
+            fused=s.fused_kernels,
+            backend=s.kernel_backend,
+            padding_free=self.layout,
         )
         return log_probs
 
@@ -89,11 +96,17 @@ class SFTWorker(Worker):
         spec = UpdateSpec(
             prefix="train/", mini_batch_size=len(batch), epochs=1, loss_agg_mode="token-mean", norm_length=1
         )
-        metrics = train_mini_batches(
+        s = self.cfg.sft
+        metrics, _ = train_mini_batches(
             self.engine,
             batch,
             self.micro_batch_loss,
-            lambda mini: mini.chunk_by_size(self.cfg.sft.micro_batch_size_per_device),
+            lambda mini: [
+                micro
+                for _, micro in split_micro_batches(
+                    mini, s.micro_batch_size_per_device, s.max_tokens_per_micro_batch, self.layout, self.world_size
+                )
+            ],
             spec,
             self.world_size,
             None,
@@ -114,7 +127,11 @@ class SFTWorker(Worker):
         """(summed NLL of the target tokens, number of target tokens) on this rank's share, no gradient."""
         self.engine.eval()
         nll, count = 0.0, 0.0
-        for micro in batch.chunk_by_size(self.cfg.sft.micro_batch_size_per_device):
+        s = self.cfg.sft
+        parts = split_micro_batches(
+            batch, s.micro_batch_size_per_device, s.max_tokens_per_micro_batch, self.layout, self.world_size
+        )
+        for _, micro in parts:
             micro = micro.to(self.device)
             mask = micro["response_mask"]
             nll += float(aggregate_loss(-self._log_probs(micro), mask, "token-mean", global_num_tokens=1.0))

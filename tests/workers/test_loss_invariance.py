@@ -1,4 +1,5 @@
-"""The same global batch on 1 or 2 ranks and 1, 2 or 4+ micro-batches gives the same update (real DeepSpeed, SGD).
+"""The same global batch on 1 or 2 ranks, 1 to 8 micro-batches (fixed-size or token-budget, so ranks may hold
+different sizes), padded / trimmed / packed forwards and ZeRO-1 or -2 gives the same update (real DeepSpeed, SGD).
 
 With SGD (lr=1) the weight change is the gradient itself, so equal weights after one step mean equal gradients.
 """
@@ -17,7 +18,15 @@ import torch
 pytestmark = pytest.mark.slow
 
 WORKER = Path(__file__).with_name("actor_update_worker.py")
-LAYOUTS = [(1, 8), (1, 2), (2, 4), (2, 1)]  # (ranks, micro-batch size per rank)
+# (ranks, micro-batch size per rank, token budget or 0, padding-free layout, ZeRO stage)
+LAYOUTS = [
+    (1, 8, 0, "off", 1),
+    (1, 2, 0, "off", 1),
+    (2, 4, 0, "trim", 2),
+    (2, 1, 0, "pack", 1),
+    (2, 4, 24, "trim", 1),  # token-budget micro-batches: sizes vary within and across ranks
+    (1, 8, 24, "pack", 2),
+]
 
 
 def free_port() -> str:
@@ -26,8 +35,10 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def updated_weights(model_dir: Path, tmp_path: Path, world: int, micro: int, mode: str) -> dict[str, torch.Tensor]:
-    out, port = tmp_path / f"w{world}_m{micro}_{mode}.pt", free_port()
+def updated_weights(
+    model_dir: Path, tmp_path: Path, world: int, micro: int, budget: int, layout: str, zero: int, mode: str
+) -> dict[str, torch.Tensor]:
+    out, port = tmp_path / f"w{world}_m{micro}_t{budget}_{layout}_z{zero}_{mode}.pt", free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(WORKER.parents[1]), os.environ.get("PYTHONPATH", "")]),
@@ -35,7 +46,20 @@ def updated_weights(model_dir: Path, tmp_path: Path, world: int, micro: int, mod
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(model_dir), str(out), str(world), str(micro), mode, port, str(rank)],
+            [
+                sys.executable,
+                str(WORKER),
+                str(model_dir),
+                str(out),
+                str(world),
+                str(micro),
+                mode,
+                port,
+                str(rank),
+                str(budget),
+                layout,
+                str(zero),
+            ],  # fmt: skip
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -56,13 +80,13 @@ def test_update_is_independent_of_ranks_and_micro_batches(mode: str, tiny_model_
     reference = updated_weights(tiny_model_dir, tmp_path, *LAYOUTS[0], mode)
     moved = max((reference[k] - initial[k]).abs().max().item() for k in initial)
     assert moved > 1e-4, "the update did not change the weights"
-    for world, micro in LAYOUTS[1:]:
-        other = updated_weights(tiny_model_dir, tmp_path, world, micro, mode)
+    for layout in LAYOUTS[1:]:
+        other = updated_weights(tiny_model_dir, tmp_path, *layout, mode)
         for key in reference:
             torch.testing.assert_close(
                 other[key],
                 reference[key],
                 atol=1e-5,
                 rtol=1e-4,
-                msg=lambda m, w=f"{key} differs for {world} ranks x micro-batch {micro}": f"{w}: {m}",
+                msg=lambda m, w=f"{key} differs for (ranks, micro, budget, layout, zero) = {layout}": f"{w}: {m}",
             )
