@@ -26,6 +26,9 @@ from rlhf.tracking import wandb_mode_override
 
 logger = logging.getLogger(__name__)
 
+# The Hydra config root, as an absolute path: `python -m rlhf.main` and the console scripts find it the same way.
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
 
 class Trainer(Protocol):
     def setup(self) -> None: ...

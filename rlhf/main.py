@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from rlhf.config import RLHFConfig, register_schema, to_typed, validate
-from rlhf.entry import exit_on_config_error, prepare_run, run_trainer
+from rlhf.entry import RECIPES, exit_on_config_error, prepare_run, run_trainer
 
 register_schema()
 
@@ -34,7 +34,7 @@ def run(cfg: RLHFConfig, run_dir: Path | None = None) -> dict[str, float]:
     )
 
 
-@hydra.main(config_path="../recipes", config_name="grpo_arith_tiny", version_base=None)
+@hydra.main(config_path=str(RECIPES), config_name="grpo_arith_tiny", version_base=None)
 def main(dict_cfg: DictConfig) -> None:
     exit_on_config_error(lambda: run(to_typed(dict_cfg)))
 

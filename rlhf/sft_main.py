@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rlhf.entry import exit_on_config_error, prepare_run, run_trainer
+from rlhf.entry import RECIPES, exit_on_config_error, prepare_run, run_trainer
 from rlhf.sft_config import SFTConfig, register_sft_schema, to_typed_sft, validate_sft
 
 register_sft_schema()
@@ -34,7 +34,7 @@ def run(cfg: SFTConfig, run_dir: Path | None = None) -> dict[str, float]:
     )
 
 
-@hydra.main(config_path="../recipes", config_name="sft_arith_tiny", version_base=None)
+@hydra.main(config_path=str(RECIPES), config_name="sft_arith_tiny", version_base=None)
 def main(dict_cfg: DictConfig) -> None:
     exit_on_config_error(lambda: run(to_typed_sft(dict_cfg)))
 

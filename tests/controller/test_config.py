@@ -143,3 +143,17 @@ def test_cli_prints_resolved_config() -> None:
     proc, _ = run_cli("--cfg", "job", "trainer.total_steps=5", "actor.optim.lr=2e-5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "total_steps: 5" in proc.stdout and "lr: 2.0e-05" in proc.stdout
+
+
+@pytest.mark.parametrize(("script", "recipe"), [("rlhf-train", "grpo_arith_tiny"), ("rlhf-sft", "sft_arith_tiny")])
+def test_console_scripts_compose_the_recipes(script: str, recipe: str) -> None:
+    """The installed console scripts are the entry points (`rlhf-train` = `python -m rlhf.main`), from any folder."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / script), "--config-name", recipe, "--cfg", "job"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "model:" in proc.stdout and "trainer:" in proc.stdout
