@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import ray
@@ -43,9 +44,17 @@ def worker_env(trainer: TrainerConfig, device: str, kv_cache_gb: int | None = No
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # vLLM in the worker's process: weight sync without copies
     if device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
+        # DeepSpeed JIT-builds its shared-memory allreduce op on CPU; scripts/setup.sh builds it into the venv once.
+        env["TORCH_EXTENSIONS_DIR"] = torch_extensions_dir()
         if kv_cache_gb is not None:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
     return env
+
+
+def torch_extensions_dir() -> str:
+    """Where torch keeps JIT-built ops: $TORCH_EXTENSIONS_DIR, else beside this Python environment, so two
+    environments never rebuild each other's ops (torch rebuilds when the sources' paths differ)."""
+    return os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(sys.prefix) / "torch_extensions")
 
 
 def start_ray(trainer: TrainerConfig, run_dir: Path | None = None) -> None:

@@ -16,7 +16,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 STAMP="$VENV/.rlhf-setup-$FLAVOR"
-WANT=$(cat "$REQS" pyproject.toml | sha256sum | cut -d' ' -f1)
+X
 
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "setup: installing the $FLAVOR stack from $REQS into $VENV"
@@ -31,6 +31,12 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     $PIP install --quiet -r "$REQS"
   fi
   $PIP install --quiet --no-deps -e .
+  if [ "$FLAVOR" = cpu ]; then
+    # DeepSpeed JIT-builds its CPU shared-memory allreduce op at the first engine; build it now, once, beside the
+    # environment (rlhf.ray_setup.torch_extensions_dir), so no run or test pays for the compile.
+    TORCH_EXTENSIONS_DIR="$(cd "$VENV" && pwd)/torch_extensions" DS_ACCELERATOR=cpu "$VENV/bin/python" -c \
+      "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load(verbose=False)"
+  fi
   echo "$WANT" > "$STAMP"
 else
   echo "setup: $FLAVOR stack already installed in $VENV"

@@ -13,6 +13,9 @@ from rlhf.models.tiny import build_tiny_model
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/recipes.py, shared by the test folders
 
+# JIT-built ops (DeepSpeed's CPU shared-memory allreduce) live beside this environment, as rlhf.ray_setup sets for
+# Ray workers; test subprocesses that build DeepSpeed engines directly inherit it.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 # Workers and tests must never wait on a wandb login.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
