@@ -16,7 +16,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 STAMP="$VENV/.rlhf-setup-$FLAVOR"
-X
+WANT=$(cat "$REQS" pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)  # a changed step re-runs set-up
 
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "setup: installing the $FLAVOR stack from $REQS into $VENV"
