@@ -68,10 +68,8 @@ def main() -> None:
     trainer.train()
     for log in trainer.state.log_history:
         if "sampling/sampling_logp_difference/max" in log:
-            print(
-                f"sync={args.sync} step {log['step']}: |trainer - vLLM| log-prob mean "
-                f"{log['sampling/sampling_logp_difference/mean']:.2e}, max {log['sampling/sampling_logp_difference/max']:.2e}"
-            )
+            mean, worst = log["sampling/sampling_logp_difference/mean"], log["sampling/sampling_logp_difference/max"]
+            print(f"sync={args.sync} step {log['step']}: |trainer - vLLM| log-prob mean {mean:.2e}, max {worst:.2e}")
 
 
 if __name__ == "__main__":

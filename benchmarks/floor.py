@@ -56,7 +56,7 @@ def gemm_peak(dtype: str, threads: int, min_repeats: int = 3, budget_s: float = 
 
 
 def prompt_batches(workload: Workload, steps: int) -> list[dict[str, list]]:
-    """The prompt ids and per-sample seeds of our run's first `steps` batches (as rlhf.trainer and rollout draw them)."""
+    """Prompt ids and per-sample seeds of our first `steps` batches (as rlhf.trainer and the rollout draw them)."""
     from rlhf.data import PromptDataLoader  # noqa: PLC0415 (the project, only where its data order is needed)
     from rlhf.prompts import load_split, rows_to_batch  # noqa: PLC0415
 

