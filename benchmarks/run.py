@@ -14,9 +14,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -108,7 +110,13 @@ def run_round(framework: str, workload: Workload, args: argparse.Namespace, out:
     """One fresh process of `framework` for args.steps steps; its process stats and its measured steps."""
     if framework == "ours":
         cmd = ours.command(workload, args.dtype, args.steps, out, python=str(args.ours_python))
-        stats = run_process(cmd, clean_env(None), out / "log.txt", args.timeout)
+        # A private Ray temp dir: ray.init() joins any cluster `ray start` left recorded in /tmp/ray (another
+        # user's on a shared machine); the benchmark always starts its own. Short path: Ray's sockets live there.
+        ray_tmp = tempfile.mkdtemp(prefix="bench-ray-", dir="/tmp")
+        try:
+            stats = run_process(cmd, {**clean_env(None), "RAY_TMPDIR": ray_tmp}, out / "log.txt", args.timeout)
+        finally:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
         records = ours.read_steps(ours.metrics_file(out), workload.num_samples)
     else:
         cmd = [str(args.trl_python), str(TRL_SCRIPT), f"--workload={workload.name}", f"--dtype={args.dtype}"]
