@@ -61,7 +61,10 @@ class Workload:
 
 WORKLOADS = {
     "25m": Workload(name="25m", model_name="qwen2-25m", model_spec=QWEN2_25M),
-    "long512": Workload(name="long512", model_name="qwen2-25m", model_spec=QWEN2_25M, max_response_length=512),
+    # Micro-batch 8: at 16 x 528 tokens each of our two ranks held ~4.9 GB in the update (a 24 GiB machine OOMed).
+    "long512": Workload(
+        name="long512", model_name="qwen2-25m", model_spec=QWEN2_25M, max_response_length=512, micro_batch=8
+    ),
     # The shipped tiny recipe's model and shape (grpo_arith_tiny: 8 prompts x 4, 8 tokens, micro-batch 4, lr 1e-4),
     # with the benchmark's one optimizer step per RL step (the recipe takes two mini-batches).
     "tiny": Workload(
