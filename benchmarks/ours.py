@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from workload import build_workload
 from workloads import DATA_DIR, ROOT, WORKLOADS, Workload, get_workload
 
 RECIPE = "bench_grpo_25m"
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="trainer.output_dir of the run")
     args = parser.parse_args()
     workload = get_workload(args.workload)
+    build_workload(workload)
     subprocess.run(command(workload, args.dtype, args.steps, args.out), cwd=ROOT, check=True)
     for record in read_steps(metrics_file(args.out), workload.num_samples):
         print(json.dumps({k: v for k, v in record.items() if k == "step" or k.startswith(("timing_s/", "perf/"))}))
