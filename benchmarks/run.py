@@ -175,13 +175,29 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def run_rounds(workload: Workload, args: argparse.Namespace, run_dir: Path) -> dict[str, list[dict]]:
-    """A B A B: `args.rounds` rounds, each a fresh process per framework; per framework, its rounds' results."""
-    rounds: dict[str, list[dict]] = {f: [] for f in args.frameworks}
+Rounds = dict[str, list[dict]]  # per framework: each successful process's stats and measured steps
+
+
+def run_rounds(workload: Workload, args: argparse.Namespace, run_dir: Path) -> tuple[Rounds, list[dict]]:
+    """A B A B: `args.rounds` rounds, each a fresh process per framework.
+
+    Returns:
+        (per framework with at least one successful round, its rounds' results; the failed processes).
+
+    Raises:
+        RuntimeError: every process failed.
+    """
+    rounds: Rounds = {f: [] for f in args.frameworks}
+    failures: list[dict] = []
     for k in range(args.rounds):
         for framework in args.frameworks:
             print(f"round {k + 1}/{args.rounds}: {framework} ({args.steps} steps) ...", flush=True)
-            result = run_round(framework, workload, args, run_dir / f"{framework}-{k}")
+            try:
+                result = run_round(framework, workload, args, run_dir / f"{framework}-{k}")
+            except RuntimeError as e:  # a failed process (e.g. out of memory) must not lose the other rounds
+                print(f"  FAILED: {e}", flush=True)
+                failures.append({"framework": framework, "round": k, "error": str(e)})
+                continue
             rounds[framework].append(result)
             step_s = [round(s["timing_s/step"], 2) for s in result["steps"]]
             print(
@@ -190,7 +206,12 @@ def run_rounds(workload: Workload, args: argparse.Namespace, run_dir: Path) -> d
                 f"{result['load_after']:.1f}",
                 flush=True,
             )
-    return rounds
+    if failures:
+        print(f"{len(failures)} process(es) failed: {[(f['framework'], f['round']) for f in failures]}", flush=True)
+    rounds = {f: rs for f, rs in rounds.items() if rs}
+    if not rounds:
+        raise RuntimeError(f"every process failed; first error: {failures[0]['error']}")
+    return rounds, failures
 
 
 def report_floor(floor: dict, summaries: dict, dtype: str) -> dict[str, dict[str, float]]:
@@ -220,7 +241,7 @@ def main() -> None:
     build_workload(workload)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = BENCH_DIR / "runs" / f"{workload.name}-{args.dtype}-{stamp}"
-    rounds = run_rounds(workload, args, run_dir)
+    rounds, failures = run_rounds(workload, args, run_dir)
     summaries = {f: report.summarize([s for r in rs for s in r["steps"]]) for f, rs in rounds.items()}
     memory = {
         f: {k: max(r[k] for r in rs) for k in ("peak_rss_gib", "peak_pss_gib", "wall_s")} for f, rs in rounds.items()
@@ -236,6 +257,7 @@ def main() -> None:
         "summaries": summaries,
         "memory": memory,
         "rounds": rounds,
+        "failures": failures,
     }
     print(f"\n## {workload.name}, {args.dtype}: {args.rounds} round(s) x {args.steps - args.warmup} measured step(s)\n")
     print(report.format_table(summaries))
