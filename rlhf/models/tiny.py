@@ -41,13 +41,27 @@ class TinyModelSpec:
     max_position_embeddings: int = 256  # prompt + response must fit; config validation checks this
     tie_word_embeddings: bool = True  # like Qwen2.5-0.5B; weight sync must then send lm_head too
     seed: int = 0
+    vocab_size: int | None = None  # pad the vocabulary to this size with unused tokens (None: characters only)
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: one token per character, with pad and eos specials."""
+def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
+    """Character-level tokenizer: one token per character, with pad and eos specials.
+
+    Args:
+        vocab_size: pad the vocabulary to this many tokens with `<unused_i>` entries (a benchmark's round vocabulary
+            size); text never encodes to them, and they decode to their names. None: the characters only.
+
+    Raises:
+        ValueError: vocab_size is smaller than the character vocabulary.
+    """
     vocab = {PAD: 0, EOS: 1}
     for ch in CHARACTERS:
         vocab[ch] = len(vocab)
+    if vocab_size is not None:
+        if vocab_size < len(vocab):
+            raise ValueError(f"tiny model vocab_size={vocab_size} is below the {len(vocab)} characters and specials")
+        for i in range(vocab_size - len(vocab)):
+            vocab[f"<unused_{i}>"] = len(vocab)
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     core.decoder = decoders.Fuse()
@@ -64,17 +78,17 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(),
     """
     out = Path(out_dir)
     spec_path = out / SPEC_FILE
-    if not overwrite and spec_path.exists() and json.loads(spec_path.read_text()) == asdict(spec):
+    if not overwrite and spec_path.exists() and json.loads(spec_path.read_text()) == _spec_record(spec):
         logger.info("tiny model already built at %s", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(spec.vocab_size)
     torch.manual_seed(spec.seed)
     model = Qwen2ForCausalLM(tiny_config(tokenizer, spec))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     model.generation_config.save_pretrained(out)
-    spec_path.write_text(json.dumps(asdict(spec)))
+    spec_path.write_text(json.dumps(_spec_record(spec)))
     logger.info("built tiny model (%.2fM parameters) at %s", sum(p.numel() for p in model.parameters()) / 1e6, out)
     return out
 
@@ -84,7 +98,7 @@ def build_tiny_reward_model(out_dir: str | Path, spec: TinyModelSpec = TinyModel
     out = Path(out_dir)
     if (out / "config.json").exists():
         return out
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(spec.vocab_size)
     torch.manual_seed(spec.seed)
     config = tiny_config(tokenizer, spec)
     config.num_labels = 1
@@ -92,6 +106,14 @@ def build_tiny_reward_model(out_dir: str | Path, spec: TinyModelSpec = TinyModel
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def _spec_record(spec: TinyModelSpec) -> dict:
+    """The spec as stored beside the model; an unset vocab_size is left out, so folders built before it stay valid."""
+    record = asdict(spec)
+    if record["vocab_size"] is None:
+        del record["vocab_size"]
+    return record
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) -> Qwen2Config:
