@@ -38,10 +38,14 @@ class Critic:
         c = cfg.critic
         path = c.model_path or cfg.model.path
         # No dropout: values must be deterministic between compute_values and the update (PPO value clipping).
-        config = AutoConfig.from_pretrained(path, num_labels=1, classifier_dropout=0.0)
+        config = AutoConfig.from_pretrained(path, num_labels=1)
+        # Set after loading: transformers 5 drops `classifier_dropout` passed as a kwarg for Qwen2 (dropout stays 0.1).
+        config.classifier_dropout = 0.0
         model = AutoModelForTokenClassification.from_pretrained(
             path, config=config, dtype=TORCH_DTYPES[cfg.model.dtype]
         )
+        if getattr(getattr(model, "dropout", None), "p", 0.0) != 0.0:
+            raise RuntimeError(f"the critic's value head kept dropout {model.dropout.p}; values must be deterministic")
         self.engine = build_engine(
             model,
             deepspeed_config(
