@@ -11,6 +11,7 @@ another number of ranks stops the run with the reason and what to pass instead. 
     MANIFEST.json          size of every file, and what the checkpoint was written for (ranks, model shape)
     trainer_state.json     global step, loader position, KL controller, prompt-batch counter
     controller_rng.pt      the driver's Python / NumPy / torch random states
+    step_metrics.json      the step's metrics row (logged again on resume if the run died before logging it)
     actor/                 DeepSpeed checkpoint (model, optimizer, LR schedule) + per-rank RNG and shuffle state
     critic/                the same for the critic, when there is one
     hf/                    the policy in Hugging Face format (transformers and vLLM load it directly)
@@ -40,6 +41,7 @@ COMPLETE = "COMPLETE"
 MANIFEST = "MANIFEST.json"
 TRAINER_STATE = "trainer_state.json"
 CONTROLLER_RNG = "controller_rng.pt"
+STEP_METRICS = "step_metrics.json"
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 # Model config fields that must match for a checkpoint's weights to fit this run's model.
 MODEL_SHAPE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

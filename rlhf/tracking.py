@@ -74,6 +74,7 @@ class Tracker:
         self.backends, self.run_dir = list(backends), run_dir
         self.wandb_run = None
         self.jsonl = None
+        self.last_jsonl_step = 0  # the last step with a row in metrics.jsonl
         if "wandb" in self.backends:
             run_dir.mkdir(parents=True, exist_ok=True)
             mode = wandb_mode_override()
@@ -100,7 +101,7 @@ class Tracker:
             run_dir.mkdir(parents=True, exist_ok=True)
             path = run_dir / "metrics.jsonl"
             if resume_step is not None and path.exists():
-                _truncate_after(path, resume_step)
+                self.last_jsonl_step = _truncate_after(path, resume_step)
             elif path.exists():  # a fresh start in a used run directory: keep the old metrics beside it
                 archived = path.with_name(f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
                 path.rename(archived)
@@ -118,6 +119,14 @@ class Tracker:
             }
             self.jsonl.write(json.dumps({"step": step, **clean}) + "\n")
             self.jsonl.flush()
+            self.last_jsonl_step = step
+
+    def restore_row(self, metrics: dict[str, float], step: int) -> None:
+        """Log the resumed checkpoint's own step row if metrics.jsonl lacks it (the run died between the save and
+        the log)."""
+        if self.jsonl is not None and self.last_jsonl_step < step:
+            logger.info("metrics row of step %d restored from its checkpoint", step)
+            self.log(metrics, step)
 
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
         """A table of examples (prompt, response, score) for wandb; the console gets the first row."""
@@ -222,7 +231,10 @@ def _wandb_run_id(run_dir: Path, continue_run: bool) -> str:
     return run_id
 
 
-def _truncate_after(path: Path, step: int) -> None:
-    """Keep the rows of steps <= `step`: a killed run may have logged steps that its checkpoint does not hold."""
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+def _truncate_after(path: Path, step: int) -> int:
+    """Keep the rows of steps <= `step` (a killed run may have logged steps that its checkpoint does not hold);
+    returns the last kept step (0 when none)."""
+    rows = [(line, json.loads(line)["step"]) for line in path.read_text().splitlines() if line.strip()]
+    kept = [(line, s) for line, s in rows if s <= step]
+    path.write_text("".join(line + "\n" for line, _ in kept))
+    return max((s for _, s in kept), default=0)

@@ -42,6 +42,7 @@ from rlhf.checkpoint import (
     CheckpointError,
     CheckpointManager,
     CheckpointMeta,
+    STEP_METRICS,
     ResumePoint,
     capture_rng_state,
     restore_rng_state,
@@ -132,6 +133,8 @@ class RLTrainer:
             asdict(cfg),
             resume_step=self.global_step if checkpoint is not None else None,
         )
+        if checkpoint is not None and (checkpoint.path / STEP_METRICS).is_file():
+            self.tracker.restore_row(json.loads((checkpoint.path / STEP_METRICS).read_text()), self.global_step)
 
     def fit(self) -> dict[str, float]:
         """Run `trainer.total_steps` RL steps; returns the last step's metrics.
@@ -157,13 +160,15 @@ class RLTrainer:
                     self._check_health(metrics)
                     if t.test_freq > 0 and (self.global_step % t.test_freq == 0 or self.global_step == t.total_steps):
                         metrics.update(self.validate())
+                    stopping = self.stop_signal is not None
+                    if stopping or (
+                        t.save_freq > 0 and (self.global_step % t.save_freq == 0 or self.global_step == t.total_steps)
+                    ):
+                        metrics["timing_s/save_checkpoint"] = self.save_checkpoint(metrics)
                     self.tracker.log(metrics, step=self.global_step)
-                    if self.stop_signal is not None:
-                        logger.warning("stopping on signal %d after step %d", self.stop_signal, self.global_step)
-                        self.save_checkpoint()
+                    if stopping:
+                        logger.warning("stopped on signal %d after step %d", self.stop_signal, self.global_step)
                         return metrics
-                    if t.save_freq > 0 and (self.global_step % t.save_freq == 0 or self.global_step == t.total_steps):
-                        self.save_checkpoint()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -195,8 +200,10 @@ class RLTrainer:
         else:
             self.consecutive_skipped = 0
 
-    def save_checkpoint(self) -> Path:
-        """Workers write their engines and the HF policy, the driver its state; see rlhf.checkpoint."""
+    def save_checkpoint(self, step_metrics: dict[str, float]) -> float:
+        """Workers write their engines and the HF policy, the driver its state and the step's metrics row (a run
+        killed after the save but before the row was logged gets the row back on resume); see rlhf.checkpoint.
+        Returns the seconds the save took."""
 
         def write(directory: Path) -> None:
             self.groups.policy.save_checkpoint(str(directory))
@@ -210,13 +217,12 @@ class RLTrainer:
                 "kl_ctrl": self.kl_ctrl.state_dict(),
             }
             (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
+            (directory / STEP_METRICS).write_text(json.dumps(step_metrics, default=float))
             torch.save(capture_rng_state(), directory / "controller_rng.pt")
 
         start = time.perf_counter()
-        path = self.checkpoints.save(self.global_step, write, self.checkpoint_meta)
-        # Logged after the step's own row (a kill during the save must not leave a row the checkpoint lacks).
-        self.tracker.log({"timing_s/save_checkpoint": time.perf_counter() - start}, step=self.global_step)
-        return path
+        self.checkpoints.save(self.global_step, write, self.checkpoint_meta)
+        return time.perf_counter() - start
 
     def load_checkpoint(self, point: ResumePoint) -> None:
         """Workers load their engines from `point`, the driver its own state (already read and verified)."""

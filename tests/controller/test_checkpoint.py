@@ -15,7 +15,7 @@ from rlhf.checkpoint import (
     checkpoint_step,
     is_complete,
 )
-from rlhf.tracking import _truncate_after
+from rlhf.tracking import Tracker, _truncate_after
 
 META = CheckpointMeta(num_ranks=2, model_shape={"model_type": "qwen2", "hidden_size": 128})
 
@@ -120,3 +120,16 @@ def test_metrics_after_the_checkpoint_are_dropped_on_resume(tmp_path: Path) -> N
     path.write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3)))
     _truncate_after(path, 2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_a_row_lost_between_save_and_log_comes_back_from_the_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2)))
+    tracker = Tracker(["jsonl"], "p", "e", run_dir, {}, resume_step=3)  # step 3 was saved, its row never written
+    tracker.restore_row({"x": 3.0}, step=3)
+    tracker.restore_row({"x": 3.0}, step=2)  # a row already there is not written twice
+    tracker.finish()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [{"step": 1, "x": 1}, {"step": 2, "x": 2}, {"step": 3, "x": 3.0}]
+    assert _truncate_after(run_dir / "metrics.jsonl", 2) == 2
