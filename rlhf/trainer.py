@@ -39,10 +39,10 @@ from rlhf.algorithms import (
 )
 from rlhf.batch import Batch
 from rlhf.checkpoint import (
+    STEP_METRICS,
     CheckpointError,
     CheckpointManager,
     CheckpointMeta,
-    STEP_METRICS,
     ResumePoint,
     capture_rng_state,
     restore_rng_state,

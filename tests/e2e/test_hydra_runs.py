@@ -32,7 +32,9 @@ def test_sweep_jobs_get_their_own_run_dirs_and_logs(tiny_model_dir: Path, tmp_pa
         assert (job / "final_model" / "config.json").is_file()
         assert (job / "checkpoints" / "step_00000001" / "COMPLETE").is_file()
         overrides = (job / ".hydra" / "overrides.yaml").read_text()
-        learning_rates.add(float(next(line.split("=")[1] for line in overrides.splitlines() if "actor.optim.lr=" in line)))
+        learning_rates.add(
+            float(next(line.split("=")[1] for line in overrides.splitlines() if "actor.optim.lr=" in line))
+        )
         log = (job / "main.log").read_text()
         assert "step 1 |" in log, log[-2000:]  # the run's own log lines reach Hydra's log file
     assert learning_rates == {1e-4, 2e-4}  # Hydra writes a swept float as it parsed it (0.0001)
