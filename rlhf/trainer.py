@@ -277,7 +277,7 @@ class RLTrainer:
                 with timed(timings, "update_actor"):
                     metrics.update(g.policy.update_actor(batch))
                 with timed(timings, "update_weights"):  # 8. sync
-                    g.policy.sync_weights()
+                    metrics.update(g.policy.sync_weights())
         metrics.update({**data_metrics(batch), **rollout_metrics, **timings})
         metrics.update(throughput_metrics(batch, timings, self.num_devices))
         if "timing_s/update_actor" in timings:
