@@ -1,6 +1,7 @@
 """One actor rank for the loss-invariance test: a real DeepSpeed update on a fixed batch, weights saved by rank 0.
 
 Run as: python actor_update_worker.py <model_dir> <out.pt> <world_size> <micro_batch> <loss_agg_mode> <port> <rank>
+[override ...]   (extra config overrides, e.g. actor.lora.rank=4 actor.zero_stage=1)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
             "algorithm.use_kl_loss=false",
             f"rollout.max_response_length={RESPONSE_LEN}",
             "algorithm.entropy_coeff=0.01",
+            *sys.argv[8:],
         ],
     )
     torch.manual_seed(0)
