@@ -117,7 +117,7 @@ class RLTrainer:
         )
         device = resolve_device(cfg.trainer.device)
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices)
+        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices, cfg.actor.lora.rank)
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         start_ray(cfg.trainer, self.run_dir)
         self.groups = create_groups(cfg)
