@@ -1,5 +1,5 @@
-"""SFT with LoRA on one rank (real DeepSpeed, gloo): the adapters learn the targets, the base stays frozen, and the
-checkpoint and export hold the adapter (and, for the export, the merged model)."""
+"""SFT with LoRA on one rank (real DeepSpeed, gloo, gradient checkpointing on): the adapters learn the targets, the
+base stays frozen, and the checkpoint and export hold the adapter (and, for the export, the merged model)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def worker(tiny_model_dir: Path) -> Iterator[SFTWorker]:
             "optim.warmup_steps=0",
             "sft.lora.rank=8",
             "sft.lora.alpha=16",
+            # Checkpointed blocks with a frozen embedding: the adapters must still get gradients.
+            "model.gradient_checkpointing=true",
         ],
     )
     torch.manual_seed(0)
