@@ -107,7 +107,7 @@ def child(args: argparse.Namespace) -> None:
         sync_bytes = worker.sync_weights()["perf/update_weights_bytes"]
         marks.append(time.perf_counter())
         if step >= args.warmup:
-            for stage, start, end in zip(STAGES, marks, marks[1:], strict=True):
+            for stage, start, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
                 timings[stage].append(end - start)
     result.update({f"{stage}_s": statistics.mean(values) for stage, values in timings.items()})
     result["step_s"] = sum(result[f"{stage}_s"] for stage in STAGES)
