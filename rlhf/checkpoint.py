@@ -14,7 +14,8 @@ another number of ranks stops the run with the reason and what to pass instead. 
     step_metrics.json      the step's metrics row (logged again on resume if the run died before logging it)
     actor/                 DeepSpeed checkpoint (model, optimizer, LR schedule) + per-rank RNG and shuffle state
     critic/                the same for the critic, when there is one
-    hf/                    the policy in Hugging Face format (transformers and vLLM load it directly)
+    hf/                    the policy in Hugging Face format (transformers and vLLM load it directly); with LoRA
+                           the adapter merged in, and hf/adapter/ the adapter in PEFT format
 """
 
 from __future__ import annotations
@@ -64,11 +65,13 @@ class CheckpointMeta:
     """Data-parallel ranks of the trained model(s): ZeRO shards optimizer state per rank."""
     model_shape: dict[str, Any] = field(default_factory=dict)
     """MODEL_SHAPE_KEYS of the policy's config.json."""
+    lora_rank: int = 0
+    """LoRA rank of the policy (0: full fine-tuning); a LoRA engine checkpoint holds only the adapter."""
 
     @staticmethod
-    def of_model(model_path: str | Path, num_ranks: int) -> CheckpointMeta:
+    def of_model(model_path: str | Path, num_ranks: int, lora_rank: int = 0) -> CheckpointMeta:
         config = json.loads((Path(model_path) / "config.json").read_text())
-        return CheckpointMeta(num_ranks, {k: config[k] for k in MODEL_SHAPE_KEYS if k in config})
+        return CheckpointMeta(num_ranks, {k: config[k] for k in MODEL_SHAPE_KEYS if k in config}, lora_rank)
 
     def mismatch(self, other: CheckpointMeta) -> str | None:
         """Why a checkpoint written for `other` cannot resume this run (None if it can)."""
@@ -83,6 +86,11 @@ class CheckpointMeta:
         if differing:
             detail = ", ".join(f"{k} {a!r} in the checkpoint vs {b!r} now" for k, (a, b) in differing.items())
             return f"it holds a different model ({detail}); check model.path"
+        if other.lora_rank != self.lora_rank:
+            return (
+                f"it was written with LoRA rank {other.lora_rank} and this run has {self.lora_rank} (0: full "
+                f"fine-tuning); set the LoRA rank (actor.lora.rank, sft.lora.rank) to {other.lora_rank}"
+            )
         return None
 
 

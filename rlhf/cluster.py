@@ -42,7 +42,7 @@ class ActorRolloutRefGroup(WorkerGroup):
     def update_actor(self, batch: Batch) -> Batch:
         return self.call(ActorRolloutRefWorker.update_actor, batch)
 
-    def sync_weights(self) -> float:
+    def sync_weights(self) -> dict[str, float]:
         return self.call(ActorRolloutRefWorker.sync_weights)
 
     def save_hf_model(self, path: str) -> None:

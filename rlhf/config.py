@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf.algorithms.config import AlgorithmConfig
+from rlhf.lora_config import VLLM_LORA_RANKS, ActorLoRAConfig, check_lora, model_config_for
 from rlhf.models.tiny import TinyModelSpec
 from rlhf.packing import validate_token_budget
 from rlhf.rewards.registry import load_reward_fn
@@ -99,6 +100,8 @@ class ActorConfig:
     """Fused kernel backend: auto (Triton on CUDA, chunked torch on CPU), torch, triton or naive."""
     log_prob_micro_batch_size: Annotated[int, POSITIVE_INT] = 16
     """Sequences per forward when computing old log-probs."""
+    lora: ActorLoRAConfig = field(default_factory=ActorLoRAConfig)
+    """LoRA: train low-rank adapters on a frozen base (rank 0: full fine-tuning)."""
 
 
 @dataclass
@@ -355,6 +358,8 @@ def validate(cfg: RLHFConfig) -> None:
         except ValueError as e:
             raise ConfigError(str(e)) from e
     _validate_paths(cfg)
+    if a.lora.enabled:
+        _validate_lora(cfg)
     cfg.algorithm.validate()
     if rw.function is not None:
         # User code is resolved here, in the driver, so a wrong path fails in seconds instead of inside a worker.
@@ -362,6 +367,22 @@ def validate(cfg: RLHFConfig) -> None:
             load_reward_fn(rw.function)
         except ValueError as e:
             raise ConfigError(f"reward.function={rw.function!r}: {e}") from e
+
+
+def _validate_lora(cfg: RLHFConfig) -> None:
+    lora = cfg.actor.lora
+    check_lora(
+        lora,
+        "actor.lora",
+        cfg.actor.zero_stage,
+        "actor.zero_stage",
+        model_config_for(cfg.model.path, cfg.model.build_tiny),
+    )
+    require(
+        lora.sync != "adapter" or lora.rank <= VLLM_LORA_RANKS[-1],
+        f"actor.lora.sync=adapter with actor.lora.rank={lora.rank}: vLLM's LoRA holds ranks up to "
+        f"{VLLM_LORA_RANKS[-1]}; set actor.lora.sync=merged (or auto)",
+    )
 
 
 def _validate_batch_sizes(cfg: RLHFConfig) -> None:

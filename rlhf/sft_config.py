@@ -28,6 +28,7 @@ from rlhf.config import (
     model_context_length,
     require,
 )
+from rlhf.lora_config import LoRAConfig, check_lora, model_config_for
 from rlhf.models.tiny import TinyModelSpec
 from rlhf.packing import validate_token_budget
 from rlhf.schema import ConfigError, build, check_fields, hydra_schema
@@ -61,6 +62,8 @@ class SFTParams:
     """Fused kernel backend, as actor.kernel_backend."""
     max_new_tokens: Annotated[int, POSITIVE_INT] = 16
     """Greedy validation: tokens generated per held-out prompt."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA: train low-rank adapters on a frozen base (rank 0: full fine-tuning), as actor.lora."""
 
 
 @dataclass
@@ -190,6 +193,10 @@ def validate_sft(cfg: SFTConfig) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from e
     _validate_paths(cfg)
+    if s.lora.enabled:
+        check_lora(
+            s.lora, "sft.lora", s.zero_stage, "sft.zero_stage", model_config_for(cfg.model.path, cfg.model.build_tiny)
+        )
 
 
 def _validate_paths(cfg: SFTConfig) -> None:

@@ -167,7 +167,7 @@ class SFTTrainer:
         self.loader = PromptDataLoader(self.train_examples, cfg.sft.batch_size, shuffle=cfg.data.shuffle, seed=t.seed)
         self.total_steps = num_sft_steps(cfg, len(self.train_examples))
         self.num_devices = t.nnodes * t.num_devices_per_node
-        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices)
+        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices, cfg.sft.lora.rank)
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         device = resolve_device(t.device)
         start_ray(t, self.run_dir)

@@ -119,7 +119,7 @@ class RLTrainer:
         )
         device = resolve_device(cfg.trainer.device)
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices)
+        self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices, cfg.actor.lora.rank)
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         start_ray(cfg.trainer, self.run_dir)
         self.groups = create_groups(cfg)
@@ -289,7 +289,7 @@ class RLTrainer:
                 if len(result):  # on-policy: old_log_probs and entropy from the update's forward
                     batch.update(Batch(result.tensors))
                 with timed(timings, "update_weights"):  # 8. sync
-                    g.policy.sync_weights()
+                    metrics.update(g.policy.sync_weights())
         metrics.update({**data_metrics(batch), **rollout_metrics, **timings})
         metrics.update(throughput_metrics(batch, timings, self.num_devices))
         if "timing_s/update_actor" in timings:

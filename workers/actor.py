@@ -20,6 +20,7 @@ from rlhf.workers.engine import (
     save_engine,
 )
 from rlhf.workers.logprob import response_log_probs
+from rlhf.workers.lora import merged_weights, wrap_with_lora
 from rlhf.workers.update_loop import (
     Aggregator,
     MicroBatchLoss,
@@ -54,6 +55,8 @@ class Actor:
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         a = cfg.actor
+        if a.lora.enabled:  # only the adapters train (and enter the optimizer); the base stays frozen
+            model = wrap_with_lora(model, a.lora, cfg.model.gradient_checkpointing)
         self.engine = build_engine(
             model,
             deepspeed_config(
@@ -178,7 +181,10 @@ class Actor:
         load_engine(self.engine, directory, self.rank, self.generator)
 
     def state_dict_for_sync(self) -> list[tuple[str, torch.Tensor]]:
-        """Full HF-named weights for the rollout engine, including a tied lm_head."""
+        """HF-named weights for the rollout engine: all of them (a tied lm_head included), or under LoRA only the
+        adapted layers with the adapter merged in (the rest is the base the engine already holds)."""
+        if self.cfg.actor.lora.enabled:
+            return merged_weights(self.model, adapted_only=True)
         return gathered_state_dict(self.model, self.cfg.actor.zero_stage)
 
 

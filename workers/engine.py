@@ -10,6 +10,7 @@ from typing import Any
 
 import deepspeed
 import torch
+from rlhf.workers.lora import is_lora, save_lora_export, trainable_parameters
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -54,7 +55,8 @@ def deepspeed_config(
 
 
 def build_engine(model: nn.Module, ds_config: dict[str, Any]) -> deepspeed.DeepSpeedEngine:
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+    """Wrap `model`; the optimizer gets only the parameters that require gradients (under LoRA: the adapters)."""
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable_parameters(model), config=ds_config)
     return engine
 
 
@@ -67,7 +69,14 @@ def gathered_state_dict(model: nn.Module, zero_stage: int) -> list[tuple[str, to
 
 
 def save_hf_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, path: str, zero_stage: int, rank: int) -> None:
-    """Write `model` in Hugging Face format with its tokenizer: every rank gathers (ZeRO-3), rank 0 writes."""
+    """Write `model` in Hugging Face format with its tokenizer: every rank gathers (ZeRO-3), rank 0 writes.
+
+    Under LoRA (never with ZeRO-3) the export is the merged model plus the adapter in `<path>/adapter`.
+    """
+    if is_lora(model):
+        if rank == 0:
+            save_lora_export(model, tokenizer, path)
+        return
     weights = dict(gathered_state_dict(model, zero_stage))
     if rank == 0:
         model.save_pretrained(path, state_dict=weights)
@@ -75,15 +84,24 @@ def save_hf_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, path: st
 
 
 def save_engine(engine: deepspeed.DeepSpeedEngine, directory: Path, rank: int, generator: torch.Generator) -> None:
-    """DeepSpeed checkpoint (weights, optimizer, LR schedule; every rank writes its shard) + this rank's RNG state."""
-    engine.save_checkpoint(str(directory), tag="ds", save_latest=False)
+    """DeepSpeed checkpoint (weights, optimizer, LR schedule; every rank writes its shard) + this rank's RNG state.
+
+    Under LoRA the frozen base is left out: it is `model.path`, and the checkpoint holds the adapter and its optimizer.
+    """
+    engine.save_checkpoint(
+        str(directory), tag="ds", save_latest=False, exclude_frozen_parameters=is_lora(engine.module)
+    )
     torch.save({"rng": capture_rng_state(), "generator": generator.get_state()}, directory / f"rank{rank}_state.pt")
 
 
 def load_engine(engine: deepspeed.DeepSpeedEngine, directory: Path, rank: int, generator: torch.Generator) -> None:
     """Inverse of `save_engine`."""
     load_path, _ = engine.load_checkpoint(
-        str(directory), tag="ds", load_optimizer_states=True, load_lr_scheduler_states=True
+        str(directory),
+        tag="ds",
+        load_optimizer_states=True,
+        load_lr_scheduler_states=True,
+        load_module_strict=not is_lora(engine.module),  # LoRA: the checkpoint holds only the adapter
     )
     if load_path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint under {directory}")

@@ -14,7 +14,8 @@ import torch
 from rlhf.workers.actor import Actor
 from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch, memory_metrics
 from rlhf.workers.engine import save_hf_model
-from rlhf.workers.reference import ReferencePolicy
+from rlhf.workers.lora import adapter_weights, num_bytes
+from rlhf.workers.reference import AdapterDisabledReference, ReferencePolicy
 from rlhf.workers.rollout import VLLMRollout
 from transformers import AutoTokenizer
 
@@ -41,7 +42,14 @@ class ActorRolloutRefWorker(Worker):
         self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
         self.actor = Actor(self.cfg, self.rank, self.world_size, self.device)
         self.rollout = VLLMRollout(self.cfg, self.device, self.tokenizer.pad_token_id)
-        self.ref = ReferencePolicy(self.cfg, self.device, self.world_size) if self.need_ref else None
+        self.ref: ReferencePolicy | AdapterDisabledReference | None = None
+        if self.need_ref and self.cfg.actor.lora.enabled:  # the frozen base is the reference: no second copy
+            self.ref = AdapterDisabledReference(self.cfg, self.actor.model, self.device, self.world_size)
+        elif self.need_ref:
+            self.ref = ReferencePolicy(self.cfg, self.device, self.world_size)
+        self.num_syncs = 0
+        if self.cfg.actor.lora.enabled:
+            self._push_weights()  # vLLM generates through the adapter path from the first step on
 
     @dispatch(Mode.DP, Collect.CONCAT)
     def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
@@ -79,13 +87,29 @@ class ActorRolloutRefWorker(Worker):
         outputs.meta["metrics"] = {**metrics, **memory_metrics(self.device)}
         return outputs
 
-    @dispatch(Mode.ALL, Collect.MAX)
-    def sync_weights(self) -> float:
-        """Push the actor's weights into this rank's vLLM engine; returns seconds taken."""
-        start = time.perf_counter()
+    @dispatch(Mode.ALL, Collect.FIRST)
+    def sync_weights(self) -> dict[str, float]:
+        """Push the actor's weights into this rank's vLLM engine; returns perf/update_weights_bytes (per rank)."""
         self.rollout.wake_up()
-        self.rollout.sync_weights(self.actor.state_dict_for_sync())
-        return time.perf_counter() - start
+        return {"perf/update_weights_bytes": float(self._push_weights())}
+
+    def _push_weights(self) -> int:
+        """Actor -> vLLM: the LoRA adapter (adapter sync), else weights (all, or under LoRA the merged adapted
+        layers). Returns the bytes handed over."""
+        start = time.perf_counter()
+        if self.rollout.adapter is not None:
+            adapter = adapter_weights(self.actor.model)
+            self.rollout.load_adapter(adapter)
+            kind, sent = "the LoRA adapter", num_bytes(adapter.tensors)
+        else:
+            weights = self.actor.state_dict_for_sync()
+            self.rollout.sync_weights(weights)
+            kind = "merged adapted layers" if self.cfg.actor.lora.enabled else "full weights"
+            sent = num_bytes(weights)
+        self.num_syncs += 1
+        log = logger.info if self.num_syncs == 1 else logger.debug
+        log("weight sync %d: %s, %.2f MB in %.3f s", self.num_syncs, kind, sent / 2**20, time.perf_counter() - start)
+        return sent
 
     @dispatch(Mode.ALL, Collect.NONE)
     def save_hf_model(self, path: str) -> None:
@@ -102,4 +126,4 @@ class ActorRolloutRefWorker(Worker):
     def load_checkpoint(self, directory: str) -> None:
         """Restore the actor from <directory>/actor, then give vLLM the restored weights."""
         self.actor.load_checkpoint(Path(directory) / "actor")
-        self.rollout.sync_weights(self.actor.state_dict_for_sync())
+        self._push_weights()

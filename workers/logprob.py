@@ -30,7 +30,8 @@ def response_log_probs(
 
     Args:
         model: a Hugging Face causal LM (`get_decoder()` / `get_output_embeddings()`), possibly DeepSpeed-wrapped's
-            `.module`.
+            `.module`, or a PEFT LoRA model (it forwards both; the adapters sit inside the decoder's linear layers,
+            and the LM head is never adapted, which `rlhf.lora_config.check_lora` enforces).
         batch: holds input_ids/attention_mask/position_ids [B, P+R] and responses [B, R].
         temperature: the rollout's sampling temperature.
         fused: use the fused kernel from the last hidden state (no full logits).

@@ -12,6 +12,8 @@ import logging
 import os
 
 import torch
+from rlhf.workers.lora import AdapterWeights
+from rlhf.workers.vllm_lora import VLLMAdapterSlot, vllm_lora_kwargs
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
@@ -44,7 +46,9 @@ class VLLMRollout:
             worker_extension_cls=EXTENSION,
             logprobs_mode="processed_logprobs",
             tensor_parallel_size=1,
+            **vllm_lora_kwargs(cfg.actor.lora),
         )
+        self.adapter = VLLMAdapterSlot() if vllm_lora_kwargs(cfg.actor.lora) else None
         self.is_asleep = False
 
     def generate(self, batch: Batch, n: int, temperature: float, top_p: float, max_tokens: int) -> Batch:
@@ -69,7 +73,12 @@ class VLLMRollout:
             )
             for seed in seeds
         ]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompt_ids],
+            params,
+            use_tqdm=False,
+            lora_request=self.adapter.request if self.adapter is not None else None,
+        )
         responses, log_probs, texts = [], [], []
         for out in outputs:
             sample = out.outputs[0]
@@ -86,6 +95,12 @@ class VLLMRollout:
     def sync_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
         """Load the actor's current weights (HF names, lm_head included when tied) into the engine."""
         self.llm.collective_rpc("load_policy_weights", args=(named_tensors,))
+
+    def load_adapter(self, adapter: AdapterWeights) -> None:
+        """LoRA with adapter sync: generate with `adapter` on the base weights the engine holds from now on."""
+        if self.adapter is None:
+            raise RuntimeError("this rollout was built without vLLM's LoRA (actor.lora.sync resolved to merged)")
+        self.adapter.load(self.llm, adapter)
 
     def sleep(self) -> None:
         """Free the KV cache and weights on CUDA while the actor trains (no-op on CPU)."""

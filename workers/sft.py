@@ -21,6 +21,7 @@ from rlhf.workers.engine import (
     save_hf_model,
 )
 from rlhf.workers.logprob import response_log_probs
+from rlhf.workers.lora import ADAPTER_DIR, wrap_with_lora
 from rlhf.workers.update_loop import Aggregator, MicroBatchLoss, UpdateSpec, split_micro_batches, train_mini_batches
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -52,6 +53,8 @@ class SFTWorker(Worker):
         model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=TORCH_DTYPES[cfg.model.dtype])
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if s.lora.enabled:  # only the adapters train (and enter the optimizer); the base stays frozen
+            model = wrap_with_lora(model, s.lora, cfg.model.gradient_checkpointing)
         self.engine = build_engine(
             model,
             deepspeed_config(
@@ -175,8 +178,11 @@ class SFTWorker(Worker):
 
     @dispatch(Mode.ALL, Collect.NONE)
     def save_checkpoint(self, directory: str) -> None:
-        """The engine (weights, optimizer, LR schedule) under <directory>/model, every rank its shard."""
+        """The engine (weights, optimizer, LR schedule) under <directory>/model, every rank its shard; under LoRA also
+        the adapter in PEFT format under <directory>/adapter (rank 0)."""
         save_engine(self.engine, Path(directory) / "model", self.rank, self.generator)
+        if self.cfg.sft.lora.enabled and self.rank == 0:
+            self.model.save_pretrained(str(Path(directory) / ADAPTER_DIR))
 
     @dispatch(Mode.ALL, Collect.NONE)
     def load_checkpoint(self, directory: str) -> None:

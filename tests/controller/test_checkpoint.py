@@ -104,6 +104,8 @@ def test_a_checkpoint_of_another_rank_count_or_model_is_refused_with_the_reason(
     other_model = CheckpointMeta(2, {"model_type": "qwen2", "hidden_size": 256})
     with pytest.raises(CheckpointError, match="hidden_size 128 in the checkpoint vs 256 now"):
         manager.resolve("auto", other_model)
+    with pytest.raises(CheckpointError, match="written with LoRA rank 0 and this run has 8 .* to 0"):
+        manager.resolve("auto", CheckpointMeta(2, META.model_shape, lora_rank=8))
 
 
 def test_worker_load_failure_names_the_previous_checkpoint(tmp_path: Path) -> None:

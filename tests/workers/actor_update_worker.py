@@ -1,7 +1,7 @@
 """One actor rank for the loss-invariance test: a real DeepSpeed update on a fixed batch, weights saved by rank 0.
 
 Run as: python actor_update_worker.py <model_dir> <out.pt> <world_size> <micro_batch> <loss_agg_mode> <port> <rank>
-    [<max_tokens_per_micro_batch or 0> <padding_free> <zero_stage>]
+[override ...]   (extra config overrides, e.g. actor.lora.rank=4 actor.zero_stage=1)
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ def fixed_batch(vocab: int) -> Batch:
 
 def main() -> None:
     model_dir, out, world, micro, mode, port, rank = sys.argv[1:8]
-    max_tokens, padding_free, zero_stage = (sys.argv[8:11] + ["0", "off", "1"][len(sys.argv[8:11]) :])[:3]
     world, micro, rank = int(world), int(micro), int(rank)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0")
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -55,9 +54,7 @@ def main() -> None:
             "algorithm.use_kl_loss=false",
             f"rollout.max_response_length={RESPONSE_LEN}",
             "algorithm.entropy_coeff=0.01",
-            f"model.padding_free={padding_free}",
-            f"actor.zero_stage={zero_stage}",
-            *([f"actor.max_tokens_per_micro_batch={max_tokens}"] if int(max_tokens) else []),
+            *sys.argv[8:],
         ],
     )
     torch.manual_seed(0)

@@ -56,9 +56,9 @@ def updated_weights(
                 mode,
                 port,
                 str(rank),
-                str(budget),
-                layout,
-                str(zero),
+                f"model.padding_free={layout}",
+                f"actor.zero_stage={zero}",
+                *([f"actor.max_tokens_per_micro_batch={budget}"] if budget else []),
             ],  # fmt: skip
             env=env,
             stdout=subprocess.PIPE,
