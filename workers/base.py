@@ -16,6 +16,7 @@ import resource
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
@@ -121,6 +122,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one worker runs: its Ray node, host, address and the GPUs Ray gave it."""
+
+    node_id: str
+    hostname: str
+    ip: str
+    gpu_ids: list[str]
+
+
 class Worker:
     """One rank of a worker group. Subclasses add dispatched methods."""
 
@@ -134,8 +145,24 @@ class Worker:
         """Address and a free port on this node; the group asks rank 0 for it."""
         return ray.util.get_node_ip_address(), free_port()
 
-    def node_name(self) -> str:
-        return socket.gethostname()
+    def placement(self) -> Placement:
+        return Placement(
+            node_id=ray.get_runtime_context().get_node_id(),
+            hostname=socket.gethostname(),
+            ip=ray.util.get_node_ip_address(),
+            gpu_ids=[str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])],
+        )
+
+    def model_devices(self) -> dict[str, str]:
+        """The device of each model this worker holds, by name (subclasses with models override it)."""
+        return {}
+
+    def reads_token(self, path: str, token: str) -> bool:
+        """Whether file `path` exists on this node and holds `token` (shared-storage check)."""
+        try:
+            return Path(path).read_text() == token
+        except OSError:
+            return False
 
     def init_distributed(self, master_addr: str, master_port: int, backend: str) -> None:
         """Join the group's torch.distributed world (environment variables also serve DeepSpeed)."""

@@ -43,6 +43,12 @@ class ActorRolloutRefWorker(Worker):
         self.rollout = VLLMRollout(self.cfg, self.device, self.tokenizer.pad_token_id)
         self.ref = ReferencePolicy(self.cfg, self.device) if self.need_ref else None
 
+    def model_devices(self) -> dict[str, str]:
+        devices = {"actor": str(next(self.actor.model.parameters()).device)}
+        if self.ref is not None:
+            devices["ref"] = str(next(self.ref.model.parameters()).device)
+        return devices
+
     @dispatch(Mode.DP, Collect.CONCAT)
     def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
         """n responses per prompt; temperature/n default to the rollout config (validation passes its own)."""
