@@ -69,11 +69,11 @@ class WorkerResources:
     """Ray resources that each worker of one role reserves (bundles are laid out per node, see docs/cluster.md)."""
 
     num_cpus: Annotated[float, COUNT] = 1.0
-    """CPU cores per worker."""
+    """CPU cores per worker (on CPU the critic and reward model share the policy's bundles and reserve none)."""
     num_gpus: Annotated[float, COUNT] = 1.0
-    """CUDA only: GPUs per worker (ignored on CPU)."""
+    """CUDA only: GPUs per worker."""
     memory_gb: Annotated[float, COUNT] = 0.0
-    """RAM per worker reserved through Ray's `memory` resource, so Ray only places it where that much is free (0: none)."""
+    """RAM per worker reserved through Ray's `memory` resource, so Ray places it only where that much is free (0: none)."""
 
 
 @dataclass

@@ -8,6 +8,7 @@ fails in seconds, naming the key or the group and what is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -70,8 +71,6 @@ def alive_nodes(address: str) -> dict[str, list[str]]:
     )
     if done.returncode != 0:
         return {}
-    import json
-
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
