@@ -57,6 +57,13 @@ class VLLMRollout:
             distributed_executor_backend="external_launcher" if r.tensor_parallel_size > 1 else None,
         )
         self.tp_group = get_tp_group() if r.tensor_parallel_size > 1 else None
+        if self.tp_group is not None:
+            logger.info(
+                "vLLM tensor-parallel shard %d/%d of the engine of actor ranks %s",
+                self.tp_group.rank_in_group,
+                self.tp_group.world_size,
+                self.tp_group.ranks,
+            )
         self.is_asleep = False
 
     def _gather_tp_prompts(self, batch: Batch) -> tuple[Batch, slice]:

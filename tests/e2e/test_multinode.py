@@ -74,6 +74,16 @@ def alive_nodes(address: str) -> dict[str, list[str]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def wait_for_nodes(address: str, count: int, procs: list[subprocess.Popen], logs: Path) -> dict[str, list[str]]:
+    """Poll until `count` nodes are alive (a loaded machine takes a while to start a raylet)."""
+    deadline = time.monotonic() + 300
+    while len(nodes := alive_nodes(address)) < count:
+        assert all(p.poll() is None for p in procs), f"a raylet exited: see {logs}"
+        assert time.monotonic() < deadline, f"{count} nodes not up after 300 s: see {logs}"
+        time.sleep(3)
+    return nodes
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     """(GCS address, {custom resource: node id}) of a 2-node cluster on loopback."""
@@ -81,35 +91,36 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats"]
-    procs = []
+    procs: list[subprocess.Popen] = []
     try:
         for role, args in (
             ("head", ["--head", f"--port={port}", "--include-dashboard=false"]),
             ("worker", [f"--address={address}"]),
         ):
+            # `python -m ray.scripts.scripts` rather than the `ray` script: its shebang may name another venv's python,
+            # whose workers would then import another checkout of this project.
             procs.append(
                 subprocess.Popen(
-                    [BIN / "ray", "start", *args, *common, f'--resources={{"{NODES[role]}": 1}}'],
+                    [sys.executable, "-m", "ray.scripts.scripts", "start", *args, *common,
+                     f'--resources={{"{NODES[role]}": 1}}'],
                     env=cluster_env(),
                     cwd=logs,
                     stdout=(logs / f"{role}.log").open("w"),
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            )
-            time.sleep(5 if role == "head" else 0)
-        deadline = time.monotonic() + 300
-        while len(nodes := alive_nodes(address)) < 2:
-            assert time.monotonic() < deadline, (logs / "head.log").read_text()[-2000:] + (
-                logs / "worker.log"
-            ).read_text()[-2000:]
-            assert all(p.poll() is None for p in procs), "a raylet exited: see " + str(logs)
-            time.sleep(3)
+            )  # fmt: skip
+            nodes = wait_for_nodes(address, len(procs), procs, logs)
         by_resource = {res: node for node, names in nodes.items() for res in names if res in NODES.values()}
         yield address, by_resource
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+def step_rows(out_dir: Path) -> list[dict]:
+    """The rows of metrics.jsonl that a training step wrote (a checkpoint's timing is a row of its own)."""
+    return [row for row in metrics(out_dir) if "critic/score/mean" in row]
 
 
 def run_driver(tiny_model_dir: Path, tmp_path: Path, address: str, *overrides: str, log: Path) -> subprocess.Popen:
@@ -136,7 +147,7 @@ def test_grpo_across_two_nodes_then_resume(
     # Node-major layout over the 2 nodes: each actor rank on its own node, both nodes of the cluster used.
     assert placed["0"] != placed["1"]
     assert {placed["0"], placed["1"]} == set(node_of.values())
-    rows = metrics(tmp_path / "out")
+    rows = step_rows(tmp_path / "out")
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["rollout/logprob_diff_max"] < 1e-3 and r["actor/grad_norm"] > 0 for r in rows)
     checkpoint = tmp_path / "out" / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000002"
@@ -148,7 +159,7 @@ def test_grpo_across_two_nodes_then_resume(
     assert second.returncode == 0, log[-4000:]
     assert f"resumed from {checkpoint} at step 2" in log
     assert set(dict(PLACEMENT.findall(log)).values()) == set(node_of.values())
-    rows = metrics(tmp_path / "out")
+    rows = step_rows(tmp_path / "out")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[-1]["rollout/logprob_diff_max"] < 1e-3
 
