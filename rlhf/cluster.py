@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from rlhf.batch import Batch
-from rlhf.config import RLHFConfig
-from rlhf.ray_setup import resolve_device, worker_env
+from rlhf.config import RLHFConfig, WorkerResources
+from rlhf.ray_setup import check_shared_storage, rank_pool, resolve_device, runtime_env, worker_env
 from rlhf.workers.critic import CriticWorker
-from rlhf.workers.group import ResourcePool, WorkerGroup
+from rlhf.workers.group import WorkerGroup
 from rlhf.workers.hybrid import ActorRolloutRefWorker
+from rlhf.workers.resource_pool import ResourcePool
 from rlhf.workers.reward import RewardWorker
 from rlhf.workers.reward_model import RewardModelWorker
 
@@ -101,16 +103,32 @@ class Groups:
     reward_model: RewardModelGroup | None = None
 
 
-def create_groups(cfg: RLHFConfig) -> Groups:
-    """Reserve the resource pools and start every group the config needs, models built and ready.
+def _role_pool(cfg: RLHFConfig, device: str, role: str, resources: WorkerResources, key: str) -> ResourcePool:
+    """A CUDA role's own pool (critic, reward model): the policy's node layout, `resources` per worker."""
+    t = cfg.trainer
+    return ResourcePool.create(
+        t.nnodes * t.num_devices_per_node,
+        resources.num_cpus,
+        device,
+        num_nodes=t.nnodes,
+        gpus_per_rank=resources.num_gpus,
+        memory_gb_per_rank=resources.memory_gb,
+        role=role,
+        timeout_s=t.placement_timeout_s,
+        hint=f"set by trainer.nnodes, trainer.num_devices_per_node and {key}.*",
+    )
+
+
+def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
+    """Reserve the resource pools and start every group the config needs, models built and checked.
 
     On CPU the critic and reward model share the policy's bundles (they run between the policy's stages); on CUDA
-    each gets its own pool of GPUs.
+    each gets its own pool, laid out over the nodes like the policy. After the models are built, every worker's
+    model devices are compared with its placement, and every node must see `run_dir` (shared storage).
     """
     device = resolve_device(cfg.trainer.device)
-    env = worker_env(cfg.trainer, device, cfg.rollout.kv_cache_gb)
-    world = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
-    pool = ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
+    env = runtime_env(cfg.trainer, worker_env(cfg.trainer, device, cfg.rollout.kv_cache_gb))
+    pool = rank_pool(cfg.trainer, device, "actor_rollout_ref")
     policy = ActorRolloutRefGroup(
         pool,
         "actor_rollout_ref",
@@ -118,32 +136,45 @@ def create_groups(cfg: RLHFConfig) -> Groups:
         env,
         balance_tokens=cfg.actor.balance_tokens,
     )
-    # Reward actors take a sliver of CPU: their processes run between the policy's stages, not during them.
-    reward_pool = ResourcePool.create(cfg.reward.num_workers, 0.01, "cpu")
+    rw = cfg.reward
+    reward_pool = ResourcePool.create(
+        rw.num_workers,
+        rw.resources.num_cpus,
+        "cpu",
+        memory_gb_per_rank=rw.resources.memory_gb,
+        role="reward",
+        timeout_s=cfg.trainer.placement_timeout_s,
+        hint="set by reward.num_workers and reward.resources.*",
+    )
     groups = Groups(policy, RewardGroup(reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False))
-    shared = pool if device == "cpu" else None
-    share_cpus = 0.0 if device == "cpu" else None
+    shared = device == "cpu"
     if cfg.algorithm.needs_critic():
-        critic_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
+        critic_pool = pool if shared else _role_pool(cfg, device, "critic", cfg.critic.resources, "critic.resources")
         groups.critic = CriticGroup(
             critic_pool,
             "critic",
             dict(cfg=cfg, device=device),
             env,
-            cpus_per_actor=share_cpus,
+            shares_bundles=shared,
             balance_tokens=cfg.actor.balance_tokens,
         )
-    if cfg.reward.model_path is not None:
-        rm_pool = shared or ResourcePool.create(world, cfg.trainer.cpus_per_worker, device)
+    if rw.model_path is not None:
+        rm_pool = pool if shared else _role_pool(cfg, device, "reward_model", rw.rm_resources, "reward.rm_resources")
         groups.reward_model = RewardModelGroup(
             rm_pool,
             "reward_model",
-            dict(cfg=cfg, policy_tokenizer_path=cfg.model.path),
+            dict(cfg=cfg, policy_tokenizer_path=cfg.model.path, device=device),
             env,
             init_distributed=False,
-            cpus_per_actor=share_cpus,
+            shares_bundles=shared,
         )
     policy.init_model()
     if groups.critic is not None:
         groups.critic.init_model()
+    for group in (policy, groups.critic, groups.reward_model):
+        if group is not None:
+            group.check_devices(device)
+    check_shared_storage(policy, run_dir)
+    if groups.critic is not None and not shared:
+        check_shared_storage(groups.critic, run_dir)
     return groups

@@ -70,6 +70,28 @@ class OptimConfig:
 
 
 @dataclass
+class WorkerResources:
+    """Ray resources that each worker of one role reserves (bundles are laid out per node, see docs/cluster.md)."""
+
+    num_cpus: Annotated[float, COUNT] = 1.0
+    """CPU cores per worker (on CPU the critic and reward model share the policy's bundles and reserve none)."""
+    num_gpus: Annotated[float, COUNT] = 1.0
+    """CUDA only: GPUs per worker."""
+    memory_gb: Annotated[float, COUNT] = 0.0
+    """RAM per worker reserved through Ray's `memory` resource, so Ray places it only where that much is free (0: none)."""
+
+
+@dataclass
+class RuntimeEnvConfig:
+    """What Ray sets up in every worker process before it starts (Ray's runtime_env)."""
+
+    pip: list[str] = field(default_factory=list)
+    """Extra pip requirements installed by Ray into each worker's environment (e.g. ["liger-kernel==0.6.4"])."""
+    env_vars: dict[str, str] = field(default_factory=dict)
+    """Environment variables for every worker (applied after the ones this framework sets, so they win)."""
+
+
+@dataclass
 class ActorConfig:
     """Policy training: PPO-style epochs over mini-batches, gradient accumulation over micro-batches."""
 
@@ -102,6 +124,10 @@ class ActorConfig:
     """Sequences per forward when computing old log-probs."""
     lora: ActorLoRAConfig = field(default_factory=ActorLoRAConfig)
     """LoRA: train low-rank adapters on a frozen base (rank 0: full fine-tuning)."""
+    offload_params: bool = False
+    """DeepSpeed parameter offload: ZeRO-3's weight shards live in CPU memory between uses (needs zero_stage=3)."""
+    offload_optimizer: bool = False
+    """DeepSpeed optimizer offload: optimizer state and step on the CPU (needs zero_stage >= 1)."""
 
 
 @dataclass
@@ -122,6 +148,15 @@ class CriticConfig:
     """First RL steps that train only the critic, leaving the actor unchanged."""
     zero_stage: ZeroStage = 1
     """DeepSpeed ZeRO stage of the critic (see actor.zero_stage)."""
+    zero_stage: ZeroStage = 2
+    """DeepSpeed ZeRO stage of the critic."""
+    offload_params: bool = False
+    """DeepSpeed parameter offload of the critic (needs critic.zero_stage=3)."""
+    offload_optimizer: bool = False
+    """DeepSpeed optimizer offload of the critic (needs critic.zero_stage >= 1)."""
+    resources: WorkerResources = field(default_factory=WorkerResources)
+    """CUDA: each critic worker's own resources (nnodes x num_devices_per_node workers, laid out like the policy);
+    CPU: the critic runs in the policy's bundles between the policy's stages and reserves nothing."""
 
 
 @dataclass
@@ -144,6 +179,8 @@ class RolloutConfig:
     """Skip CUDA graph capture: faster start-up, slower decoding."""
     free_cache_engine: bool = True
     """CUDA only: vLLM sleeps (frees its KV cache and weights) while the actor trains."""
+    tensor_parallel_size: Annotated[int, POSITIVE_INT] = 1
+    """Actor ranks that form one vLLM engine (consecutive ranks on one node; must divide num_devices_per_node)."""
 
 
 @dataclass
@@ -178,6 +215,11 @@ class RewardConfig:
     """Weight of the reward model's score in the reward."""
     rm_micro_batch_size: Annotated[int, POSITIVE_INT] = 16
     """Sequences per reward-model forward."""
+    resources: WorkerResources = field(default_factory=lambda: WorkerResources(num_cpus=0.01, num_gpus=0.0))
+    """Each rule-reward actor's resources (a sliver of CPU: its processes run between the policy's stages)."""
+    rm_resources: WorkerResources = field(default_factory=WorkerResources)
+    """CUDA: each reward-model worker's own resources (laid out like the policy); CPU: it runs in the policy's
+    bundles and reserves nothing."""
 
 
 @dataclass
@@ -230,8 +272,14 @@ class TrainerConfig:
     """Actor ranks per node (CPU: processes; CUDA: GPUs)."""
     cpus_per_worker: Annotated[float, POSITIVE] = 1.0
     """CPU cores reserved per actor rank (its vLLM and torch threads)."""
+    memory_gb_per_worker: Annotated[float, COUNT] = 0.0
+    """RAM reserved per actor rank through Ray's `memory` resource (0: none reserved)."""
     ray_address: str | None = None
     """Ray cluster to join; None: $RAY_ADDRESS if set, else a local Ray instance started by this run."""
+    placement_timeout_s: Annotated[float, POSITIVE] = 30.0
+    """Give up, naming the group and what is missing, when Ray cannot reserve a group's resources within this."""
+    runtime_env: RuntimeEnvConfig = field(default_factory=RuntimeEnvConfig)
+    """pip packages and environment variables for every worker."""
     logger: list[Literal["console", "wandb", "jsonl"]] = field(default_factory=lambda: ["console"])
     """Where metrics go: any of console, wandb, jsonl."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -309,12 +357,17 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def model_context_length(model_path: str) -> int | None:
-    """max_position_embeddings from the model's config.json, or None if it is not there yet."""
+def model_config_value(model_path: str, key: str) -> int | None:
+    """`key` from the model's config.json, or None if the file (or the key) is not there yet."""
     config_file = Path(model_path) / "config.json"
     if not config_file.exists():
         return None
-    return json.loads(config_file.read_text()).get("max_position_embeddings")
+    return json.loads(config_file.read_text()).get(key)
+
+
+def model_context_length(model_path: str) -> int | None:
+    """max_position_embeddings from the model's config.json, or None if it is not there yet."""
+    return model_config_value(model_path, "max_position_embeddings")
 
 
 def check_run_names(trainer: TrainerConfig) -> None:
@@ -328,6 +381,29 @@ def check_run_names(trainer: TrainerConfig) -> None:
         )
 
 
+def check_offload(section: str, zero_stage: int, offload_params: bool, offload_optimizer: bool) -> None:
+    """DeepSpeed offloads parameters only under ZeRO-3 and optimizer state only under ZeRO >= 1."""
+    require(
+        not offload_params or zero_stage == 3,
+        f"{section}.offload_params=true needs {section}.zero_stage=3 (got {section}.zero_stage={zero_stage}): only "
+        "ZeRO-3 partitions the parameters it offloads",
+    )
+    require(
+        not offload_optimizer or zero_stage >= 1,
+        f"{section}.offload_optimizer=true needs {section}.zero_stage >= 1 (got {section}.zero_stage={zero_stage})",
+    )
+
+
+def check_cluster_layout(trainer: TrainerConfig) -> None:
+    """Several nodes need a Ray cluster to join: a local instance has exactly one node."""
+    address = trainer.ray_address or os.environ.get("RAY_ADDRESS")
+    require(
+        trainer.nnodes == 1 or bool(address),
+        f"trainer.nnodes={trainer.nnodes} needs a Ray cluster with that many nodes, but neither trainer.ray_address "
+        "nor RAY_ADDRESS is set, and the local Ray instance a run starts has 1 node (see docs/cluster.md)",
+    )
+
+
 def validate(cfg: RLHFConfig) -> None:
     """Check everything that can be checked in the driver, in seconds, before any worker starts.
 
@@ -337,11 +413,10 @@ def validate(cfg: RLHFConfig) -> None:
     check_fields(cfg)
     check_run_names(cfg.trainer)
     a, rw = cfg.actor, cfg.reward
-    require(
-        not (a.zero_stage == 3 and a.fused_kernels),
-        "actor.fused_kernels=true reads the LM head weight directly, which ZeRO-3 partitions; "
-        "set actor.fused_kernels=false with actor.zero_stage=3",
-    )
+    check_offload("actor", a.zero_stage, a.offload_params, a.offload_optimizer)
+    check_offload("critic", cfg.critic.zero_stage, cfg.critic.offload_params, cfg.critic.offload_optimizer)
+    check_cluster_layout(cfg.trainer)
+    _validate_tensor_parallel(cfg)
     require(
         rw.rule_weight > 0 or rw.model_path is not None,
         "reward.rule_weight=0 and no reward.model_path: nothing would score the responses",
@@ -420,6 +495,21 @@ def _validate_batch_sizes(cfg: RLHFConfig) -> None:
             f"algorithm.overlong.buffer_len={cfg.algorithm.overlong.buffer_len} must be <= "
             f"rollout.max_response_length={r.max_response_length}",
         )
+
+
+def _validate_tensor_parallel(cfg: RLHFConfig) -> None:
+    tp, t = cfg.rollout.tensor_parallel_size, cfg.trainer
+    require(
+        t.num_devices_per_node % tp == 0,
+        f"rollout.tensor_parallel_size={tp} must divide trainer.num_devices_per_node={t.num_devices_per_node}: "
+        "the ranks of one vLLM engine sit on one node",
+    )
+    heads = model_config_value(cfg.model.path, "num_attention_heads")
+    require(
+        heads is None or heads % tp == 0,
+        f"rollout.tensor_parallel_size={tp} must divide the model's {heads} attention heads "
+        f"(num_attention_heads in {cfg.model.path}/config.json)",
+    )
 
 
 def missing_path_hint(path: str) -> str:

@@ -1,15 +1,19 @@
-"""Ray start-up, device choice and worker environments, shared by the RL and SFT drivers (no vLLM import here).
+"""Ray start-up, device choice, worker environments and the trainer's rank pool, shared by the RL and SFT drivers.
 
 `start_ray` joins a running cluster ($RAY_ADDRESS, or `trainer.ray_address`) or starts a local one sized to the job,
-bound to loopback and recorded in the run dir (`rlhf.local_ray`).
+bound to loopback and recorded in the run dir (`rlhf.local_ray`). A cluster address that does not answer, or a
+cluster with fewer nodes than `trainer.nnodes`, fails here in seconds, naming the key and the value.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -17,6 +21,9 @@ import torch
 from rlhf.config import TrainerConfig
 from rlhf.local_ray import start_local_ray
 from rlhf.logs import LOG_LEVEL_ENV
+from rlhf.schema import ConfigError
+from rlhf.workers.group import WorkerGroup
+from rlhf.workers.resource_pool import ResourcePool
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,85 @@ def torch_extensions_dir() -> str:
     return os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(sys.prefix) / "torch_extensions")
 
 
+def runtime_env(trainer: TrainerConfig, env_vars: dict[str, str]) -> dict[str, Any]:
+    """Ray's runtime_env for every worker: `env_vars` (from `worker_env`) overridden by trainer.runtime_env.env_vars,
+    and trainer.runtime_env.pip when set."""
+    env: dict[str, Any] = {"env_vars": {**env_vars, **trainer.runtime_env.env_vars}}
+    if trainer.runtime_env.pip:
+        env["pip"] = list(trainer.runtime_env.pip)
+    return env
+
+
+RANK_KEYS = "trainer.nnodes, trainer.num_devices_per_node, trainer.cpus_per_worker, trainer.memory_gb_per_worker"
+
+
+def rank_pool(trainer: TrainerConfig, device: str, role: str) -> ResourcePool:
+    """The trainer's ranks (policy or SFT): nnodes bundles of num_devices_per_node ranks, node-major."""
+    return ResourcePool.create(
+        trainer.nnodes * trainer.num_devices_per_node,
+        trainer.cpus_per_worker,
+        device,
+        num_nodes=trainer.nnodes,
+        memory_gb_per_rank=trainer.memory_gb_per_worker,
+        role=role,
+        timeout_s=trainer.placement_timeout_s,
+        hint=f"set by {RANK_KEYS}",
+    )
+
+
+def check_shared_storage(group: WorkerGroup, run_dir: Path) -> None:
+    """Every worker of `group` must see the run dir the driver writes (checkpoints and the final model go there).
+
+    Raises:
+        RuntimeError: naming trainer.output_dir and the nodes that cannot see it.
+    """
+    token = uuid.uuid4().hex
+    probe = Path(run_dir) / f".storage_probe_{token[:8]}"
+    probe.write_text(token)
+    try:
+        group.check_path_visible(str(probe), token, "trainer.output_dir")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _address_key(trainer: TrainerConfig) -> str:
+    return "trainer.ray_address" if trainer.ray_address else "RAY_ADDRESS (environment)"
+
+
+def check_reachable(address: str, key: str, timeout_s: float = 10.0) -> None:
+    """A TCP connection to the cluster's GCS address (`host:port`, `ray://host:port`) within `timeout_s`.
+
+    Raises:
+        ConfigError: the address is malformed or nothing answers there, naming `key` and the value.
+    """
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{key}={address!r} is not a Ray cluster address: expected host:port (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(
+            f"{key}={address!r}: no Ray cluster answers at {host}:{port} ({e}); start the head node with "
+            "`ray start --head` or correct the address"
+        ) from e
+
+
+def check_node_count(trainer: TrainerConfig) -> None:
+    """The cluster has at least trainer.nnodes alive nodes.
+
+    Raises:
+        ConfigError: naming trainer.nnodes, its value and the cluster's nodes.
+    """
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < trainer.nnodes:
+        names = ", ".join(f"{n['NodeID'][:12]} ({n['NodeManagerAddress']})" for n in nodes)
+        raise ConfigError(
+            f"trainer.nnodes={trainer.nnodes} but the Ray cluster has {len(nodes)} alive node(s): {names}"
+        )
+
+
 def start_ray(trainer: TrainerConfig, run_dir: Path | None = None) -> None:
     """Connect to a cluster if one is named, else start a local Ray instance sized to the job.
 
@@ -72,8 +158,10 @@ def start_ray(trainer: TrainerConfig, run_dir: Path | None = None) -> None:
         return
     address = trainer.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address, _address_key(trainer))
         ray.init(address=address, logging_level=logging.WARNING)
-        logger.info("connected to Ray cluster at %s", address)
+        logger.info("connected to Ray cluster at %s: %d alive node(s)", address, len(ray.nodes()))
+        check_node_count(trainer)
         return
     world = trainer.nnodes * trainer.num_devices_per_node
     num_cpus = max(os.cpu_count() or 1, int(world * trainer.cpus_per_worker) + 1)

@@ -24,6 +24,8 @@ from rlhf.config import (
     OptimConfig,
     TrainerConfig,
     ZeroStage,
+    check_cluster_layout,
+    check_offload,
     check_run_names,
     model_context_length,
     require,
@@ -60,6 +62,10 @@ class SFTParams:
     """Log-probs from hidden states without full logits, as actor.fused_kernels."""
     kernel_backend: KernelBackend = "auto"
     """Fused kernel backend, as actor.kernel_backend."""
+    offload_params: bool = False
+    """DeepSpeed parameter offload, as actor.offload_params (needs sft.zero_stage=3)."""
+    offload_optimizer: bool = False
+    """DeepSpeed optimizer offload, as actor.offload_optimizer (needs sft.zero_stage >= 1)."""
     max_new_tokens: Annotated[int, POSITIVE_INT] = 16
     """Greedy validation: tokens generated per held-out prompt."""
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -112,7 +118,11 @@ SFT_READS = frozenset(
                 "nnodes",
                 "num_devices_per_node",
                 "cpus_per_worker",
+                "memory_gb_per_worker",
                 "ray_address",
+                "placement_timeout_s",
+                "runtime_env.pip",
+                "runtime_env.env_vars",
                 "logger",
                 "log_level",
                 "output_dir",
@@ -167,11 +177,8 @@ def validate_sft(cfg: SFTConfig) -> None:
         require(value == _get(defaults, key), f"{key}={value!r} is not used by SFT{hint}")
     check_fields(cfg)
     check_run_names(t)
-    require(
-        not (s.zero_stage == 3 and s.fused_kernels),
-        "sft.fused_kernels=true reads the LM head weight directly, which ZeRO-3 partitions; "
-        "set sft.fused_kernels=false with sft.zero_stage=3",
-    )
+    check_offload("sft", s.zero_stage, s.offload_params, s.offload_optimizer)
+    check_cluster_layout(t)
     require(
         s.response_key == "auto" or bool(s.response_key.strip(".")),
         f"sft.response_key={s.response_key!r} must be 'auto' or a dotted column name like extra_info.answer",

@@ -34,14 +34,14 @@ from rlhf.config import RewardConfig
 from rlhf.data import PromptDataLoader, encode_prompts
 from rlhf.metrics import validation_metrics
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
-from rlhf.ray_setup import resolve_device, start_ray, worker_env
+from rlhf.ray_setup import check_shared_storage, rank_pool, resolve_device, runtime_env, start_ray, worker_env
 from rlhf.rewards import RewardItem, check_data_sources
 from rlhf.rewards.scoring import score_one
 from rlhf.schema import ConfigError
 from rlhf.sequences import assemble
 from rlhf.sft_config import SFTConfig
 from rlhf.tracking import Tracker
-from rlhf.workers.group import ResourcePool, WorkerDiedError, WorkerGroup
+from rlhf.workers.group import WorkerDiedError, WorkerGroup
 from rlhf.workers.sft import SFTWorker
 
 logger = logging.getLogger(__name__)
@@ -171,9 +171,11 @@ class SFTTrainer:
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         device = resolve_device(t.device)
         start_ray(t, self.run_dir)
-        pool = ResourcePool.create(self.num_devices, t.cpus_per_worker, device)
-        self.group = SFTGroup(pool, "sft", dict(cfg=cfg, device=device), worker_env(t, device))
+        pool = rank_pool(t, device, "sft")
+        self.group = SFTGroup(pool, "sft", dict(cfg=cfg, device=device), runtime_env(t, worker_env(t, device)))
         self.group.init_model()
+        self.group.check_devices(device)
+        check_shared_storage(self.group, self.run_dir)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         self.tracker = Tracker(

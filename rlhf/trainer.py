@@ -122,7 +122,7 @@ class RLTrainer:
         self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices, cfg.actor.lora.rank)
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
         start_ray(cfg.trainer, self.run_dir)
-        self.groups = create_groups(cfg)
+        self.groups = create_groups(cfg, self.run_dir)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         self.tracker = Tracker(

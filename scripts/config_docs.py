@@ -36,6 +36,10 @@ VERL = {
     "actor.lora.rank": "actor_rollout_ref.model.lora_rank",
     "actor.lora.alpha": "actor_rollout_ref.model.lora_alpha",
     "actor.lora.target_modules": "actor_rollout_ref.model.target_modules",
+    "actor.offload_params": "actor_rollout_ref.actor.fsdp_config.param_offload",
+    "actor.offload_optimizer": "actor_rollout_ref.actor.fsdp_config.optimizer_offload",
+    "critic.offload_params": "critic.model.fsdp_config.param_offload",
+    "critic.offload_optimizer": "critic.model.fsdp_config.optimizer_offload",
     "ref.log_prob_micro_batch_size": "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
     "rollout.n": "actor_rollout_ref.rollout.n",
     "rollout.temperature": "actor_rollout_ref.rollout.temperature",
@@ -116,6 +120,9 @@ def domain(hint: Any) -> str:
         text = "list of " + (" \\| ".join(map(str, inner)) if inner else item.bare.__name__)
         if item.range is not None:
             text += f" ({item.range.describe()})"
+    elif getattr(bare, "__origin__", None) is dict:
+        key_type, value_type = bare.__args__
+        text = f"mapping {key_type.__name__} -> {value_type.__name__}"
     else:
         text = getattr(bare, "__name__", str(bare))
         if ft.range is not None:

@@ -66,7 +66,10 @@ class Actor:
                 world_size=world_size,
                 zero_stage=a.zero_stage,
                 dtype=cfg.model.dtype,
+                offload_params=a.offload_params,
+                offload_optimizer=a.offload_optimizer,
             ),
+            fused_head=a.fused_kernels,
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 1000 * rank)
         self.layout = resolve_padding_free(cfg.model.padding_free, model)

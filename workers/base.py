@@ -14,8 +14,10 @@ import logging
 import os
 import resource
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
@@ -127,6 +129,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one worker runs: its Ray node, host, address and the GPUs Ray gave it."""
+
+    node_id: str
+    hostname: str
+    ip: str
+    gpu_ids: list[str]
+
+
 class Worker:
     """One rank of a worker group. Subclasses add dispatched methods."""
 
@@ -140,8 +152,24 @@ class Worker:
         """Address and a free port on this node; the group asks rank 0 for it."""
         return ray.util.get_node_ip_address(), free_port()
 
-    def node_name(self) -> str:
-        return socket.gethostname()
+    def placement(self) -> Placement:
+        return Placement(
+            node_id=ray.get_runtime_context().get_node_id(),
+            hostname=socket.gethostname(),
+            ip=ray.util.get_node_ip_address(),
+            gpu_ids=[str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])],
+        )
+
+    def model_devices(self) -> dict[str, str]:
+        """The device of each model this worker holds, by name (subclasses with models override it)."""
+        return {}
+
+    def reads_token(self, path: str, token: str) -> bool:
+        """Whether file `path` exists on this node and holds `token` (shared-storage check)."""
+        try:
+            return Path(path).read_text() == token
+        except OSError:
+            return False
 
     def init_distributed(self, master_addr: str, master_port: int, backend: str) -> None:
         """Join the group's torch.distributed world (environment variables also serve DeepSpeed)."""
@@ -161,5 +189,11 @@ class Worker:
         logger.info("joined %s world of %d ranks at %s:%d", backend, self.world_size, master_addr, master_port)
 
     def shutdown(self) -> None:
+        """Leave the torch.distributed world (through DeepSpeed when it joined it: DeepSpeed caches groups of the
+        world, which would outlive it and break the next engine built in this process)."""
         if dist.is_initialized():
-            dist.destroy_process_group()
+            ds_comm = sys.modules.get("deepspeed.comm")
+            if ds_comm is not None and ds_comm.is_initialized():
+                ds_comm.destroy_process_group()
+            else:
+                dist.destroy_process_group()

@@ -55,6 +55,8 @@ class Critic:
                 world_size=world_size,
                 zero_stage=c.zero_stage,
                 dtype=cfg.model.dtype,
+                offload_params=c.offload_params,
+                offload_optimizer=c.offload_optimizer,
             ),
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 2000 + rank)
@@ -135,6 +137,9 @@ class CriticWorker(Worker):
     @dispatch(Mode.ALL, Collect.NONE)
     def init_model(self) -> None:
         self.critic = Critic(self.cfg, self.rank, self.world_size, self.device)
+
+    def model_devices(self) -> dict[str, str]:
+        return {"critic": str(next(self.critic.engine.module.parameters()).device)}
 
     @dispatch(Mode.DP, Collect.CONCAT, balance=True)
     def compute_values(self, batch: Batch) -> Batch:

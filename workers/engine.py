@@ -10,6 +10,9 @@ from typing import Any
 
 import deepspeed
 import torch
+from deepspeed.accelerator import get_accelerator
+from deepspeed.runtime.base_optimizer import ZeROOptimizer
+from rlhf.workers.logprob import attach_fused_head, register_zero3_head
 from rlhf.workers.lora import is_lora, save_lora_export, trainable_parameters
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -21,9 +24,18 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def deepspeed_config(
-    optim: OptimConfig, *, mini_batch_seqs: int, micro_batch_size: int, world_size: int, zero_stage: int, dtype: str
+    optim: OptimConfig,
+    *,
+    mini_batch_seqs: int,
+    micro_batch_size: int,
+    world_size: int,
+    zero_stage: int,
+    dtype: str,
+    offload_params: bool = False,
+    offload_optimizer: bool = False,
 ) -> dict[str, Any]:
-    """DeepSpeed config for one rank (sizes were validated to divide evenly)."""
+    """DeepSpeed config for one rank (sizes were validated to divide evenly; offload_params needs ZeRO-3 and
+    offload_optimizer ZeRO >= 1, which validation checks naming the keys)."""
     params: dict[str, Any] = {"lr": optim.lr, "weight_decay": optim.weight_decay}
     if optim.name in ("AdamW", "Adam"):
         # torch_adam: DeepSpeed's fused CPU Adam needs a C++ build; torch's implementation is exact and portable.
@@ -34,9 +46,12 @@ def deepspeed_config(
         "gradient_accumulation_steps": mini_batch_seqs // (micro_batch_size * world_size),
         "optimizer": {"type": optim.name, "params": params},
         "gradient_clipping": optim.grad_clip,
-        "zero_optimization": {"stage": zero_stage},
+        "zero_optimization": {"stage": zero_stage, **offload_config(offload_params, offload_optimizer)},
         # ZeRO shards any torch optimizer correctly; DeepSpeed only vouches for its own list by default.
         "zero_allow_untested_optimizer": True,
+        # With optimizer offload the step runs on CPU with torch's AdamW (exact, no C++ build) rather than
+        # DeepSpeed's compiled CPUAdam, which DeepSpeed would otherwise insist on.
+        "zero_force_ds_cpu_optimizer": False,
         "bf16": {"enabled": dtype == "bfloat16"},
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
@@ -54,9 +69,27 @@ def deepspeed_config(
     return config
 
 
-def build_engine(model: nn.Module, ds_config: dict[str, Any]) -> deepspeed.DeepSpeedEngine:
-    """Wrap `model`; the optimizer gets only the parameters that require gradients (under LoRA: the adapters)."""
+def offload_config(offload_params: bool, offload_optimizer: bool) -> dict[str, Any]:
+    """DeepSpeed's `offload_param` / `offload_optimizer` entries: parameters and/or optimizer state in CPU memory
+    between uses (pinned when the accelerator is a GPU, for faster copies)."""
+    target = {"device": "cpu", "pin_memory": get_accelerator().device_name() != "cpu"}
+    entries: dict[str, Any] = {}
+    if offload_params:
+        entries["offload_param"] = dict(target)
+    if offload_optimizer:
+        entries["offload_optimizer"] = dict(target)
+    return entries
+
+
+def build_engine(model: nn.Module, ds_config: dict[str, Any], fused_head: bool = False) -> deepspeed.DeepSpeedEngine:
+    """Wrap `model` in a DeepSpeed engine; the optimizer gets only the parameters that require gradients (under
+    LoRA: the adapters). `fused_head` prepares a causal LM for the fused log-prob path (under ZeRO-3 the LM head's
+    weight is then gathered for it, see `rlhf.workers.logprob`)."""
+    if fused_head:
+        attach_fused_head(model)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable_parameters(model), config=ds_config)
+    if fused_head and ds_config["zero_optimization"]["stage"] == 3:
+        register_zero3_head(engine.module)
     return engine
 
 
@@ -66,6 +99,14 @@ def gathered_state_dict(model: nn.Module, zero_stage: int) -> list[tuple[str, to
         with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
             return [(k, v.detach().clone()) for k, v in model.state_dict().items()]
     return [(k, v.detach()) for k, v in model.state_dict().items()]
+
+
+def begin_micro_batch(engine: deepspeed.DeepSpeedEngine) -> None:
+    """DeepSpeed's per-micro-batch bookkeeping, which `engine.forward()` does and our loss functions (calling the
+    model's modules directly, e.g. the decoder for the fused path) would skip. ZeRO-3 counts micro-steps there: without
+    it, each micro-batch's gradient overwrote the previous one's instead of adding to it."""
+    if isinstance(engine.optimizer, ZeROOptimizer):
+        engine.optimizer.clear_backward_seen_flag()
 
 
 def save_hf_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, path: str, zero_stage: int, rank: int) -> None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-from rlhf.workers.base import Collect, Mode, Worker, dispatch_spec
+from rlhf.workers.base import Collect, Mode, Placement, Worker, dispatch_spec
+from rlhf.workers.resource_pool import ResourcePool
 
 from rlhf.batch import Batch
 from rlhf.packing import dp_balanced_order
@@ -31,32 +30,8 @@ class WorkerDiedError(RuntimeError):
     """A worker process of a group died or raised; the message names role, rank and node."""
 
 
-@dataclass(frozen=True)
-class ResourcePool:
-    """A placement group with one bundle per rank; `device` is "cpu" or "cuda"."""
-
-    placement_group: PlacementGroup
-    num_ranks: int
-    cpus_per_rank: float
-    device: str
-
-    @staticmethod
-    def create(num_ranks: int, cpus_per_rank: float, device: str, strategy: str = "PACK") -> ResourcePool:
-        bundle: dict[str, float] = {"CPU": cpus_per_rank}
-        if device == "cuda":
-            bundle["GPU"] = 1
-        pg = ray.util.placement_group([dict(bundle) for _ in range(num_ranks)], strategy=strategy)
-        ready, _ = ray.wait([pg.ready()], timeout=120)
-        if not ready:
-            raise RuntimeError(
-                f"Ray could not reserve {num_ranks} x {bundle} within 120 s; cluster resources: "
-                f"{ray.available_resources()} (check trainer.num_devices_per_node and trainer.cpus_per_worker)"
-            )
-        return ResourcePool(pg, num_ranks, cpus_per_rank, device)
-
-
 class WorkerGroup:
-    """`pool.num_ranks` actors of `worker_cls`, rank i in bundle i, joined in one torch.distributed world.
+    """`pool.num_ranks` actors of `worker_cls` laid out node-major on `pool`, joined in one torch.distributed world.
 
     Subclasses set `worker_cls` and add typed wrappers that call `self.call(WorkerCls.method, ...)`.
     """
@@ -68,32 +43,76 @@ class WorkerGroup:
         pool: ResourcePool,
         role: str,
         worker_kwargs: dict[str, Any],
-        env_vars: dict[str, str],
+        runtime_env: dict[str, Any],
         init_distributed: bool = True,
-        cpus_per_actor: float | None = None,
+        shares_bundles: bool = False,
         balance_tokens: bool = False,
     ) -> None:
-        """`cpus_per_actor` < the bundle's CPUs lets a second group share the pool (e.g. the critic on CPU);
-        `balance_tokens` deals the rows of `balance=True` methods to ranks by token count."""
+        """Start the actors, record where each one runs, and join them in one world (rendezvous on rank 0's node).
+
+        Args:
+            runtime_env: Ray's runtime_env for every actor (`env_vars`, and `pip` when the config asks for it).
+            shares_bundles: run in bundles another group reserved, taking no resources of its own (e.g. the critic
+                on CPU, which runs between the policy's stages).
+            balance_tokens: deal the rows of `balance=True` methods to ranks by token count.
+        """
         self.role, self.world_size, self.balance_tokens = role, pool.num_ranks, balance_tokens
         remote_cls = ray.remote(self.worker_cls)
         self.actors = [
             remote_cls.options(
-                num_cpus=pool.cpus_per_rank if cpus_per_actor is None else cpus_per_actor,
-                num_gpus=1 if pool.device == "cuda" else 0,
+                num_cpus=0 if shares_bundles else pool.cpus_per_rank,
+                num_gpus=0 if shares_bundles else pool.gpus_per_rank,
+                memory=None if shares_bundles or not pool.memory_bytes_per_rank else pool.memory_bytes_per_rank,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    pool.placement_group, placement_group_bundle_index=rank
+                    pool.placement_group, placement_group_bundle_index=pool.bundle_of(rank)
                 ),
-                runtime_env={"env_vars": env_vars},
+                runtime_env=runtime_env,
                 name=None,
             ).remote(role=role, rank=rank, world_size=self.world_size, **worker_kwargs)
             for rank in range(self.world_size)
         ]
-        self.nodes = self._gather([a.node_name.remote() for a in self.actors])
+        self.placements: list[Placement] = self._gather([a.placement.remote() for a in self.actors])
+        self.nodes = [f"{p.hostname} ({p.node_id[:12]})" for p in self.placements]
+        self.node_ids = [p.node_id for p in self.placements]
+        for rank, p in enumerate(self.placements):
+            logger.info("%s rank %d/%d: node %s (%s, %s), GPUs %s", role, rank, self.world_size, p.node_id,
+                        p.hostname, p.ip, p.gpu_ids or "none")  # fmt: skip
         if init_distributed:
+            # Rank 0's node hosts the rendezvous; every other node connects to its address.
             addr, port = self._gather([self.actors[0].rendezvous_address.remote()], ranks=[0])[0]
             backend = "nccl" if pool.device == "cuda" else "gloo"
             self._gather([a.init_distributed.remote(addr, port, backend) for a in self.actors])
+
+    def check_devices(self, device: str) -> None:
+        """Every model of every worker sits on the device type its placement reserved (CUDA: on its own GPU).
+
+        Raises:
+            RuntimeError: naming the role, rank, node, model and the two devices.
+        """
+        reports = self._gather([a.model_devices.remote() for a in self.actors])
+        for rank, (devices, placement) in enumerate(zip(reports, self.placements, strict=True)):
+            for model, model_device in devices.items():
+                wrong = not model_device.startswith(device) or (device == "cuda" and not placement.gpu_ids)
+                if wrong:
+                    raise RuntimeError(
+                        f"{self.role} rank {rank} on node {self.nodes[rank]}: its {model} is on {model_device}, but "
+                        f"its placement reserved {device} (GPUs {placement.gpu_ids or 'none'})"
+                    )
+        logger.info("%s: every model on its reserved device (%s)", self.role, device)
+
+    def check_path_visible(self, path: str, token: str, key: str) -> None:
+        """Every worker reads `token` from file `path` (written by the driver): storage shared by every node.
+
+        Raises:
+            RuntimeError: naming the nodes that cannot see it and the config key `key` that chose the path.
+        """
+        seen = self._gather([a.reads_token.remote(path, token) for a in self.actors])
+        blind = sorted({self.nodes[rank] for rank, ok in enumerate(seen) if not ok})
+        if blind:
+            raise RuntimeError(
+                f"{key}: nodes {blind} cannot see {path}, which the driver wrote: checkpoints on several nodes need "
+                f"{key} on storage every node mounts at the same path (see docs/cluster.md)"
+            )
 
     def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call worker method `method` (e.g. `ActorRolloutRefWorker.generate`) on every rank as its @dispatch says.

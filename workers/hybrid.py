@@ -51,6 +51,12 @@ class ActorRolloutRefWorker(Worker):
         if self.cfg.actor.lora.enabled:
             self._push_weights()  # vLLM generates through the adapter path from the first step on
 
+    def model_devices(self) -> dict[str, str]:
+        devices = {"actor": str(next(self.actor.model.parameters()).device)}
+        if self.ref is not None:
+            devices["ref"] = str(next(self.ref.model.parameters()).device)
+        return devices
+
     @dispatch(Mode.DP, Collect.CONCAT)
     def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
         """n responses per prompt; temperature/n default to the rollout config (validation passes its own)."""

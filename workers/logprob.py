@@ -1,19 +1,62 @@
-"""Token log-probs (and entropy) of the response under a causal LM, shared by the actor and the reference.
+"""Token log-probs (and entropy) of the response under a causal LM, shared by the actor, the reference and SFT.
 
 With `fused=True` the model runs without its LM head and the fused kernel (`rlhf.kernels`) turns the last hidden
 states into log-probs chunk by chunk, so no [tokens, vocab] logits tensor is ever held. Temperature divides the
 logits exactly as vLLM's sampler does, which keeps trainer and rollout log-probs in agreement (contract 2).
 With `padding_free` "trim" or "pack" the forward skips padding (`rlhf.padding_free`, issue 13).
+
+ZeRO-3 partitions every weight, and gathers a module's weights only while that module runs (its forward, and its
+backward). The fused path reads the LM head's weight outside the LM head module, so it runs inside its own
+parameterless module, `FusedLogProbHead`, attached to the model before DeepSpeed wraps it; `register_zero3_head`
+then tells DeepSpeed that this module uses the head's weight (`deepspeed.zero.register_external_parameter`), and
+DeepSpeed gathers it for the module's forward and again for its backward, exactly as for the LM head itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import deepspeed
 import torch
 from rlhf.kernels import fused_log_probs
 from torch import nn
 
 from rlhf.batch import Batch
 from rlhf.padding_free import ensure_packing_supported, padding_free_view
+
+FUSED_HEAD = "fused_log_prob_head"  # the attribute under which the head module sits on the model
+
+
+class FusedLogProbHead(nn.Module):
+    """Log-probs (+ entropy) from hidden states with the model's LM head weight; holds no parameters itself."""
+
+    def __init__(self, output_embeddings: Callable[[], nn.Module]) -> None:
+        """`output_embeddings` is the model's `get_output_embeddings` (a method, so the head's weight is not
+        registered twice: the model's state_dict and its HF checkpoint stay unchanged)."""
+        super().__init__()
+        self.output_embeddings = output_embeddings
+
+    def forward(
+        self, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, compute_entropy: bool, backend: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden [..., d], targets [...] -> log_probs [...] float32 and entropy [...] float32 (or None)."""
+        head = self.output_embeddings()
+        return fused_log_probs(
+            hidden, head.weight, targets, temperature, head.bias, compute_entropy=compute_entropy, backend=backend
+        )
+
+
+def attach_fused_head(model: nn.Module) -> None:
+    """Give `model` its `FusedLogProbHead` (call before `deepspeed.initialize`, which hooks every submodule)."""
+    model.add_module(FUSED_HEAD, FusedLogProbHead(model.get_output_embeddings))
+
+
+def register_zero3_head(model: nn.Module) -> None:
+    """Under ZeRO-3 (after `deepspeed.initialize`): the fused head module uses the LM head's weight and bias."""
+    head_module, head = getattr(model, FUSED_HEAD), model.get_output_embeddings()
+    for param in (head.weight, head.bias):
+        if param is not None:
+            deepspeed.zero.register_external_parameter(head_module, param)
 
 
 def response_log_probs(
@@ -31,7 +74,8 @@ def response_log_probs(
     Args:
         model: a Hugging Face causal LM (`get_decoder()` / `get_output_embeddings()`), possibly DeepSpeed-wrapped's
             `.module`, or a PEFT LoRA model (it forwards both; the adapters sit inside the decoder's linear layers,
-            and the LM head is never adapted, which `rlhf.lora_config.check_lora` enforces).
+            and the LM head is never adapted, which `rlhf.lora_config.check_lora` enforces); under ZeRO-3 with
+            `fused`, prepared by `attach_fused_head` and `register_zero3_head`.
         batch: holds input_ids/attention_mask/position_ids [B, P+R] and responses [B, R].
         temperature: the rollout's sampling temperature.
         fused: use the fused kernel from the last hidden state (no full logits).
@@ -58,16 +102,9 @@ def response_log_probs(
     targets = view.response_tokens(responses)  # [n]
     if fused:
         hidden = model.get_decoder()(**view.model_inputs, use_cache=False).last_hidden_state  # [rows, width, d]
-        head = model.get_output_embeddings()
-        log_probs, entropy = fused_log_probs(
-            view.select(hidden),  # [n, d]: the positions predicting each response token
-            head.weight,
-            targets,
-            temperature,
-            head.bias,
-            compute_entropy=compute_entropy,
-            backend=backend,
-        )
+        head_module = getattr(model, FUSED_HEAD, None) or FusedLogProbHead(model.get_output_embeddings)
+        # [n, d]: the positions predicting each response token
+        log_probs, entropy = head_module(view.select(hidden), targets, temperature, compute_entropy, backend)
     else:
         logits = model(**view.model_inputs, use_cache=False).logits  # [rows, width, V]
         log_softmax = torch.log_softmax(view.select(logits).float() / temperature, dim=-1)  # [n, V]

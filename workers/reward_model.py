@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from rlhf.workers.base import Collect, Mode, Worker, dispatch
+from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch
 from rlhf.workers.engine import TORCH_DTYPES
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -23,16 +23,22 @@ logger = logging.getLogger(__name__)
 class RewardModelWorker(Worker):
     """Scores responses with `reward.model_path`; returns rm_scores [B] float32."""
 
-    def __init__(self, role: str, rank: int, world_size: int, cfg: RLHFConfig, policy_tokenizer_path: str) -> None:
+    def __init__(
+        self, role: str, rank: int, world_size: int, cfg: RLHFConfig, policy_tokenizer_path: str, device: str
+    ) -> None:
         super().__init__(role, rank, world_size)
         self.cfg = cfg
+        self.device = device_of(device)  # CUDA: the GPU Ray reserved for this worker, seen as cuda:0
         path = cfg.reward.model_path
         self.policy_tokenizer = AutoTokenizer.from_pretrained(policy_tokenizer_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, dtype=TORCH_DTYPES[cfg.model.dtype]
         )
-        self.model.eval().requires_grad_(False)
+        self.model.to(self.device).eval().requires_grad_(False)
+
+    def model_devices(self) -> dict[str, str]:
+        return {"reward_model": str(next(self.model.parameters()).device)}
 
     @dispatch(Mode.DP, Collect.CONCAT)
     @torch.no_grad()
@@ -47,6 +53,7 @@ class RewardModelWorker(Worker):
         for start in range(0, len(texts), self.cfg.reward.rm_micro_batch_size):
             chunk = texts[start : start + self.cfg.reward.rm_micro_batch_size]
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="right")
+            enc = enc.to(self.device)
             logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits  # [b, 1]
-            scores.append(logits[:, 0].float())
+            scores.append(logits[:, 0].float().cpu())
         return Batch({"rm_scores": torch.cat(scores)})

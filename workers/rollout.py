@@ -4,6 +4,13 @@ In-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) weight sync is an in-memory re
 ``collective_rpc("load_policy_weights")`` with no copy across processes. vLLM reports log-probs after temperature
 (``logprobs_mode="processed_logprobs"``), the same distribution the trainer scores. The interface
 (`generate`, `sync_weights`, `sleep`, `wake_up`) is what a split-placement or asynchronous rollout would implement.
+
+Tensor parallelism (`rollout.tensor_parallel_size` = t > 1): every t consecutive actor ranks (on one node) are the t
+shards of one vLLM engine, started in each rank's own process with vLLM's ``external_launcher`` backend, which builds
+its tensor-parallel groups inside the ranks' existing torch.distributed world. The t ranks must run every request
+together: each rank gathers the prompts of its group (its own DP shard and its t-1 neighbours'), all t generate the
+same union (per-request seeds make the outputs identical), and each keeps its own rows. The weight sync stays in
+memory: every rank hands the full weights to its own shard, and vLLM's loaders take that shard's slice.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import logging
 import os
 
 import torch
+import torch.distributed as dist
 from rlhf.workers.lora import AdapterWeights
 from rlhf.workers.vllm_lora import VLLMAdapterSlot, vllm_lora_kwargs
 from vllm import LLM, SamplingParams
+from vllm.distributed.parallel_state import get_tp_group
 from vllm.inputs import TokensPrompt
 
 from rlhf.batch import Batch
@@ -45,11 +54,31 @@ class VLLMRollout:
             enable_sleep_mode=self.is_cuda and r.free_cache_engine,
             worker_extension_cls=EXTENSION,
             logprobs_mode="processed_logprobs",
-            tensor_parallel_size=1,
+            tensor_parallel_size=r.tensor_parallel_size,
+            # t > 1: this process is one shard; vLLM's TP groups are consecutive ranks of the actor's world.
+            distributed_executor_backend="external_launcher" if r.tensor_parallel_size > 1 else None,
             **vllm_lora_kwargs(cfg.actor.lora),
         )
         self.adapter = VLLMAdapterSlot() if vllm_lora_kwargs(cfg.actor.lora) else None
+        self.tp_group = get_tp_group() if r.tensor_parallel_size > 1 else None
+        if self.tp_group is not None:
+            logger.info(
+                "vLLM tensor-parallel shard %d/%d of the engine of actor ranks %s",
+                self.tp_group.rank_in_group,
+                self.tp_group.world_size,
+                self.tp_group.ranks,
+            )
         self.is_asleep = False
+
+    def _gather_tp_prompts(self, batch: Batch) -> tuple[Batch, slice]:
+        """The prompts of this rank's whole TP group, and which of the group's rows are this rank's own."""
+        if self.tp_group is None:
+            return batch, slice(0, len(batch))
+        shards: list[Batch | None] = [None] * self.tp_group.world_size
+        dist.all_gather_object(shards, batch, group=self.tp_group.cpu_group)
+        sizes = [len(shard) for shard in shards]
+        start = sum(sizes[: self.tp_group.rank_in_group])
+        return Batch.concat(shards), slice(start, start + len(batch))
 
     def generate(self, batch: Batch, n: int, temperature: float, top_p: float, max_tokens: int) -> Batch:
         """Sample `n` responses for every prompt row of `batch`.
@@ -63,6 +92,7 @@ class VLLMRollout:
             n * B rows (the n responses of a prompt are adjacent): the tensors of `assemble`, rollout_log_probs
             [nB, R] float32, and non_tensors `response_text` plus the input's fields repeated.
         """
+        batch, own_rows = self._gather_tp_prompts(batch)
         expanded = batch.repeat_interleave(n)
         prompt_ids: list[list[int]] = expanded.non_tensors["prompt_ids"]
         # One request per sample with its own seed: reproducible and independent of how ranks split the batch.
@@ -90,10 +120,13 @@ class VLLMRollout:
         result["rollout_log_probs"] = right_pad(log_probs, max_tokens, 0.0, torch.float32)
         result.non_tensors.update(expanded.non_tensors)
         result.non_tensors["response_text"] = texts
+        if self.tp_group is not None:  # the group's union was generated; keep this rank's prompts' n responses each
+            result = result.index(range(own_rows.start * n, own_rows.stop * n))
         return result
 
     def sync_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
-        """Load the actor's current weights (HF names, lm_head included when tied) into the engine."""
+        """Load the actor's current weights (HF names, lm_head included when tied) into the engine (with TP: into
+        this rank's shard, which takes its slice)."""
         self.llm.collective_rpc("load_policy_weights", args=(named_tensors,))
 
     def load_adapter(self, adapter: AdapterWeights) -> None:

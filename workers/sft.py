@@ -64,9 +64,15 @@ class SFTWorker(Worker):
                 world_size=self.world_size,
                 zero_stage=s.zero_stage,
                 dtype=cfg.model.dtype,
+                offload_params=s.offload_params,
+                offload_optimizer=s.offload_optimizer,
             ),
+            fused_head=s.fused_kernels,
         )
         self.layout = resolve_padding_free(cfg.model.padding_free, model)
+
+    def model_devices(self) -> dict[str, str]:
+        return {"model": str(next(self.model.parameters()).device)}
 
     @property
     def model(self) -> torch.nn.Module:

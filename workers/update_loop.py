@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import deepspeed
 import torch
 import torch.distributed as dist
+from rlhf.workers.engine import begin_micro_batch
 from torch import Tensor
 
 from rlhf.algorithms import aggregation_counts, make_loss_aggregator
@@ -171,6 +172,7 @@ def optimizer_step(
     micro_batches = split(mini)
     for index, micro in enumerate(micro_batches):
         engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
+        begin_micro_batch(engine)
         out = loss_fn(micro, agg)
         engine.backward(out.loss * world_size, scale_wrt_gas=False)
         share = float(micro["response_mask"].sum()) / max(num_tokens, 1.0)

@@ -23,6 +23,7 @@ import psutil
 import pytest
 import ray
 
+from rlhf import ray_setup
 from rlhf.config import TrainerConfig
 from rlhf.instance_reaper import InstanceRecord, ProcessId, end_processes
 from rlhf.local_ray import (
@@ -33,7 +34,8 @@ from rlhf.local_ray import (
     start_local_ray,
     stop_local_ray,
 )
-from rlhf.ray_setup import start_ray
+from rlhf.ray_setup import check_reachable, start_ray
+from rlhf.schema import ConfigError
 
 _REPO = Path(__file__).resolve().parents[2]
 _STARTUP_DEADLINE_S = 300.0  # liveness bounds on a loaded 2-core machine, not timing assertions
@@ -285,6 +287,20 @@ def test_joining_a_cluster_keeps_rays_settings(tmp_path: Path, monkeypatch: pyte
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append((kwargs, os.environ.get(SINGLE_NODE_SWITCH))))
+    # No cluster here: its reachability and node-count checks (tested below) are answered as a one-node cluster would.
+    monkeypatch.setattr(ray_setup, "check_reachable", lambda address, key: None)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "NodeID": "n" * 12, "NodeManagerAddress": "10.1.2.3"}])
     start_ray(TrainerConfig(ray_address="10.1.2.3:6379"), run_dir=tmp_path)
     assert calls == [({"address": "10.1.2.3:6379", "logging_level": logging.WARNING}, None)]
     assert not record_path(tmp_path).exists()
+
+
+def test_an_unreachable_or_malformed_cluster_address_is_a_config_error_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"trainer.ray_address='nohost' is not a Ray cluster address"):
+        check_reachable("nohost", "trainer.ray_address")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"trainer.ray_address='127.0.0.1:{port}': no Ray cluster answers"):
+        check_reachable(f"127.0.0.1:{port}", "trainer.ray_address", timeout_s=2)
+    check_reachable("auto", "trainer.ray_address")  # Ray resolves these itself
