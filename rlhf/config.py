@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from rlhf.agent.config import AgentConfig, validate_agent_config
+from rlhf.agent.runtime import resolve_plugins
 from rlhf.algorithms.config import AlgorithmConfig
 from rlhf.lora_config import VLLM_LORA_RANKS, ActorLoRAConfig, check_lora, model_config_for
 from rlhf.models.tiny import TinyModelSpec
@@ -232,10 +234,11 @@ class DataConfig:
     """Held-out files for validation; a single path or a list."""
     prompt_key: str = "prompt"
     """Column holding each row's chat messages."""
-    builtin_task: Literal["arith"] = "arith"
-    """Task generated when train_files is empty."""
+    builtin_task: Literal["arith", "calc", "guess_number"] = "arith"
+    """Task generated when train_files is empty: arith (a+b=), calc (a*b= with the calculator tool; rows carry tool-use
+    traces for SFT), guess_number (the guessing game, for agent.env=guess_number)."""
     builtin_dir: str = "data/arith"
-    """Where the built-in task's files are written."""
+    """Where the built-in task's files are written (train.parquet, val.parquet)."""
     builtin_num_train: Annotated[int, POSITIVE_INT] = 2000
     """Training prompts of the built-in task."""
     builtin_num_val: Annotated[int, COUNT] = 200
@@ -243,7 +246,7 @@ class DataConfig:
     builtin_min_digits: Annotated[int, POSITIVE_INT] = 1
     """Fewest digits of a built-in operand."""
     builtin_max_digits: Annotated[int, POSITIVE_INT] = 2
-    """Most digits of a built-in operand."""
+    """Most digits of a built-in operand (guess_number: the hidden number is below 10**builtin_max_digits)."""
     train_batch_size: Annotated[int, POSITIVE_INT] = 8
     """Prompts per RL step (x rollout.n responses)."""
     val_batch_size: Annotated[int, POSITIVE_INT] = 64
@@ -332,6 +335,8 @@ class RLHFConfig:
     """Prompts."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     """Advantage estimator, policy loss and regularisers."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """Multi-turn, tool-using rollouts (off by default)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """The run."""
 
@@ -417,9 +422,11 @@ def validate(cfg: RLHFConfig) -> None:
     check_offload("critic", cfg.critic.zero_stage, cfg.critic.offload_params, cfg.critic.offload_optimizer)
     check_cluster_layout(cfg.trainer)
     _validate_tensor_parallel(cfg)
+    has_env_reward = cfg.agent.enable and cfg.agent.env_reward_weight != 0
     require(
-        rw.rule_weight > 0 or rw.model_path is not None,
-        "reward.rule_weight=0 and no reward.model_path: nothing would score the responses",
+        rw.rule_weight > 0 or rw.model_path is not None or has_env_reward,
+        "reward.rule_weight=0, no reward.model_path and no environment reward (agent.enable with "
+        "agent.env_reward_weight != 0): nothing would score the responses",
     )
     _validate_batch_sizes(cfg)
     longest = cfg.data.max_prompt_length + cfg.rollout.max_response_length
@@ -436,6 +443,7 @@ def validate(cfg: RLHFConfig) -> None:
     if a.lora.enabled:
         _validate_lora(cfg)
     cfg.algorithm.validate()
+    _validate_agent(cfg.agent)
     if rw.function is not None:
         # User code is resolved here, in the driver, so a wrong path fails in seconds instead of inside a worker.
         try:
@@ -458,6 +466,20 @@ def _validate_lora(cfg: RLHFConfig) -> None:
         f"actor.lora.sync=adapter with actor.lora.rank={lora.rank}: vLLM's LoRA holds ranks up to "
         f"{VLLM_LORA_RANKS[-1]}; set actor.lora.sync=merged (or auto)",
     )
+
+
+def _validate_agent(agent: AgentConfig) -> None:
+    """agent.* checks; with the agent on, its tools, parser and environment are loaded here, in the driver, so a
+    missing tool file or a tool without docstring or type hints fails in seconds naming agent.tools[i]."""
+    if not agent.enable:
+        validate_agent_config(agent)
+        return
+    try:
+        resolve_plugins(agent)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _validate_batch_sizes(cfg: RLHFConfig) -> None:
@@ -509,6 +531,11 @@ def _validate_tensor_parallel(cfg: RLHFConfig) -> None:
         heads is None or heads % tp == 0,
         f"rollout.tensor_parallel_size={tp} must divide the model's {heads} attention heads "
         f"(num_attention_heads in {cfg.model.path}/config.json)",
+    )
+    require(
+        tp == 1 or not cfg.agent.enable,
+        f"agent.enable=true with rollout.tensor_parallel_size={tp}: multi-turn episodes run on one-rank engines "
+        "for now; set rollout.tensor_parallel_size=1",
     )
 
 

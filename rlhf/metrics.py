@@ -30,7 +30,10 @@ def _stats(prefix: str, values: torch.Tensor) -> dict[str, float]:
 def data_metrics(batch: Batch) -> dict[str, float]:
     """Scores, rewards, advantages, lengths, reward failures and the trainer-vs-rollout log-prob gap."""
     mask = batch["response_mask"].bool()
-    response_length = batch["response_mask"].sum(-1)
+    # Every response token, a multi-turn response's observation tokens included (verl's response_length); the
+    # loss mask counts only the tokens the policy generated.
+    response_attention = batch["attention_mask"][:, -mask.shape[1] :]
+    response_length = response_attention.sum(-1)
     prompt_length = batch["attention_mask"].sum(-1) - response_length
     out: dict[str, float] = {}
     out.update(_stats("critic/score", batch["token_level_scores"].sum(-1)))
@@ -53,6 +56,34 @@ def data_metrics(batch: Batch) -> dict[str, float]:
         out["rollout/entropy"] = batch["entropy"][mask].mean().item() if mask.any() else 0.0
     if "rollout_log_probs" in batch and "old_log_probs" in batch:
         out.update(logprob_diff_metrics(batch["old_log_probs"], batch["rollout_log_probs"], batch["response_mask"]))
+    if "agent_num_turns" in batch:
+        out.update(agent_metrics(batch))
+    return out
+
+
+def agent_metrics(batch: Batch) -> dict[str, float]:
+    """Multi-turn rollout metrics (the per-sample agent_* tensors of rlhf.workers.agent_rollout).
+
+    Returns:
+        agent/num_turns/mean|max, agent/tool_calls/mean, agent/tool_errors and agent/tool_timeouts (batch totals),
+        agent/finish/{answer,max_turns,length} (fractions of episodes), agent/env_reward/mean,
+        agent/model_tokens/mean (trained tokens per response), and timing_s/tools (the slowest rank's seconds in
+        environment steps).
+    """
+    turns = batch["agent_num_turns"]
+    out = {
+        "agent/num_turns/mean": turns.mean().item(),
+        "agent/num_turns/max": turns.max().item(),
+        "agent/tool_calls/mean": batch["agent_tool_calls"].mean().item(),
+        "agent/tool_errors": batch["agent_tool_errors"].sum().item(),
+        "agent/tool_timeouts": batch["agent_tool_timeouts"].sum().item(),
+        "agent/env_reward/mean": batch["env_rewards"].mean().item(),
+        "agent/model_tokens/mean": batch["response_mask"].sum(-1).mean().item(),
+        "timing_s/tools": batch["agent_tools_s"].max().item(),
+    }
+    for key in batch.tensors:
+        if key.startswith("agent_finish_"):
+            out[f"agent/finish/{key.removeprefix('agent_finish_')}"] = batch[key].mean().item()
     return out
 
 

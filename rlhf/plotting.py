@@ -26,6 +26,7 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("KL", ("actor/kl_loss", "actor/reward_kl_penalty")),
     ("entropy", ("actor/entropy",)),
     ("SFT loss", ("train/loss", "val/loss")),
+    ("agent: turns and tool calls per episode", ("agent/num_turns/mean", "agent/tool_calls/mean")),
 )
 
 

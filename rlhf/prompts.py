@@ -10,6 +10,8 @@ from transformers import PreTrainedTokenizerBase
 from rlhf.batch import Batch
 from rlhf.config import DataConfig
 from rlhf.data import encode_prompts, ensure_arith_dataset, load_prompt_rows, normalize_data_files
+from rlhf.data.agent_tasks import ensure_task_dataset
+from rlhf.data.tokenize import ToolsOf
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,16 @@ def resolve_data_files(cfg: DataConfig, seed: int) -> tuple[list[str], list[str]
     if train_files:
         return train_files, normalize_data_files(cfg.val_files, "data.val_files")
     if cfg.builtin_task != "arith":
-        raise ValueError(f"data.builtin_task={cfg.builtin_task!r} is unknown; the built-in task is 'arith'")
+        train, val = ensure_task_dataset(
+            cfg.builtin_task,
+            cfg.builtin_dir,
+            cfg.builtin_num_train,
+            cfg.builtin_num_val,
+            seed,
+            cfg.builtin_min_digits,
+            cfg.builtin_max_digits,
+        )
+        return [train], [val]
     train, val = ensure_arith_dataset(
         cfg.builtin_dir,
         cfg.builtin_num_train,
@@ -36,15 +47,21 @@ def resolve_data_files(cfg: DataConfig, seed: int) -> tuple[list[str], list[str]
 
 
 def load_split(
-    files: list[str], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int, *, prompt_key: str = "prompt"
+    files: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_length: int,
+    *,
+    prompt_key: str = "prompt",
+    tools_of: ToolsOf | None = None,
 ) -> list[dict[str, Any]]:
     """Read, check and filter every file of a split (errors name the file and column).
 
-    `prompt_key` is `data.prompt_key`, the column holding the chat messages.
+    `prompt_key` is `data.prompt_key`, the column holding the chat messages; `tools_of` gives a row's tool schemas
+    (agent rollouts), which count in the prompt's length.
     """
     rows: list[dict[str, Any]] = []
     for path in files:
-        rows.extend(load_prompt_rows(path, tokenizer, max_prompt_length, prompt_key=prompt_key))
+        rows.extend(load_prompt_rows(path, tokenizer, max_prompt_length, prompt_key=prompt_key, tools_of=tools_of))
     return rows
 
 
@@ -56,15 +73,22 @@ def rows_to_batch(
     seed: int,
     *,
     prompt_key: str = "prompt",
+    tools_of: ToolsOf | None = None,
 ) -> Batch:
     """Prompt rows as a Batch of non-tensor fields: prompt_ids, ground_truth, data_source, extra_info, uid, seed.
 
     `uid` names the prompt's group (its n responses share it); `sample_seed` makes sampling reproducible for a
-    given (seed, batch_index, row) whatever the number of ranks. `prompt_key` is `data.prompt_key`.
+    given (seed, batch_index, row) whatever the number of ranks. `prompt_key` is `data.prompt_key`. With `tools_of`
+    (agent rollouts) prompts are rendered with each row's tool schemas, and the rows' `messages` (the prompt
+    column) and `tools` columns ride along for the environments.
     """
-    prompt_ids = encode_prompts(rows, tokenizer, max_prompt_length, prompt_key=prompt_key)
+    prompt_ids = encode_prompts(rows, tokenizer, max_prompt_length, prompt_key=prompt_key, tools_of=tools_of)
+    agent_fields = {}
+    if tools_of is not None:
+        agent_fields = {"messages": [r[prompt_key] for r in rows], "tools": [r.get("tools") for r in rows]}
     return Batch(
         non_tensors={
+            **agent_fields,
             "prompt_ids": prompt_ids,
             "ground_truth": [str(r["reward_model"]["ground_truth"]) for r in rows],
             "data_source": [r["data_source"] for r in rows],

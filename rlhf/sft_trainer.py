@@ -1,7 +1,9 @@
 """Supervised fine-tuning on the controller: (prompt, target) rows -> batches -> the SFT worker group.
 
 The rows are the RL run's verl rows; the target of a row is `sft.response_key` (by default its `response` column if
-it has one, else `reward_model.ground_truth`) followed by EOS. The loss covers the target tokens only. The worker
+it has one, else `reward_model.ground_truth`) followed by EOS. The loss covers the target tokens only. A target may
+also be a tool-use trace (a list of chat messages): its assistant turns are trained and the tool results between
+them are attended to but not trained, tokenised as the agent loop does (rlhf.agent.traces). The worker
 group reuses the actor's DeepSpeed engine, the metrics go through the RL run's `Tracker`, and the final model is
 written in Hugging Face format to `<run_dir>/final_model`, ready for `model.path` of an RL run or for vLLM.
 """
@@ -21,6 +23,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from rlhf.agent.observation import ObservationFormatter
+from rlhf.agent.traces import encode_trace, is_trace
 from rlhf.batch import Batch
 from rlhf.checkpoint import (
     CheckpointError,
@@ -38,7 +42,7 @@ from rlhf.ray_setup import check_shared_storage, rank_pool, resolve_device, runt
 from rlhf.rewards import RewardItem, check_data_sources
 from rlhf.rewards.scoring import score_one
 from rlhf.schema import ConfigError
-from rlhf.sequences import assemble
+from rlhf.sequences import assemble, right_pad
 from rlhf.sft_config import SFTConfig
 from rlhf.tracking import Tracker
 from rlhf.workers.group import WorkerDiedError, WorkerGroup
@@ -50,8 +54,8 @@ logger = logging.getLogger(__name__)
 FULL_SCORE = RewardConfig().full_score
 
 
-def sft_target(row: dict[str, Any], response_key: str) -> str:
-    """The text the model learns to answer `row`'s prompt with (before EOS).
+def sft_target(row: dict[str, Any], response_key: str) -> str | list[dict[str, Any]]:
+    """The text the model learns to answer `row`'s prompt with (before EOS), or a tool-use trace (chat messages).
 
     Args:
         row: a verl row.
@@ -67,23 +71,32 @@ def sft_target(row: dict[str, Any], response_key: str) -> str:
         if not isinstance(value, dict) or value.get(part) is None:
             raise ValueError(f"sft.response_key={response_key!r}: row has no {part!r} (row keys: {sorted(row)})")
         value = value[part]
-    return str(value)
+    return value if is_trace(value) else str(value)
 
 
 def encode_examples(
     rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, cfg: SFTConfig
 ) -> list[dict[str, list[int]]]:
-    """Token ids of each row's prompt (chat template) and target (+ EOS); rows over `sft.max_length` are dropped."""
+    """Token ids of each row's prompt (chat template) and target (+ EOS), and the target's loss mask (0 on the
+    tool results of a trace); rows over `sft.max_length` are dropped."""
     prompts = encode_prompts(rows, tokenizer, cfg.data.max_prompt_length, prompt_key=cfg.data.prompt_key)
+    formatter: ObservationFormatter | None = None
     examples, num_dropped = [], 0
     for row, prompt_ids in zip(rows, prompts, strict=True):
-        target = tokenizer(sft_target(row, cfg.sft.response_key), add_special_tokens=False)["input_ids"]
+        value = sft_target(row, cfg.sft.response_key)
+        if isinstance(value, list):
+            # Observations rendered with the agent loop's default settings (agent.observation_* defaults).
+            formatter = formatter or ObservationFormatter(tokenizer)
+            target, loss_mask = encode_trace(value, tokenizer, formatter)
+        else:
+            target = tokenizer(value, add_special_tokens=False)["input_ids"]
+            loss_mask = [1] * len(target)
         if cfg.sft.append_eos:
-            target = [*target, tokenizer.eos_token_id]
+            target, loss_mask = [*target, tokenizer.eos_token_id], [*loss_mask, 1]
         if len(prompt_ids) + len(target) > cfg.sft.max_length or not target:
             num_dropped += 1
             continue
-        examples.append({"prompt_ids": list(prompt_ids), "response_ids": target})
+        examples.append({"prompt_ids": list(prompt_ids), "response_ids": target, "loss_mask": loss_mask})
     if num_dropped:
         logger.warning(
             "dropped %d of %d rows longer than sft.max_length=%d tokens (or with an empty target)",
@@ -98,11 +111,17 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> Batch:
     """The rollout's layout (`rlhf.sequences.assemble`), padded to this batch's longest prompt and target.
 
     Returns:
-        Batch with input_ids / attention_mask / position_ids [B, P+R], responses and response_mask [B, R].
+        Batch with input_ids / attention_mask / position_ids [B, P+R], responses and response_mask [B, R] (the
+        examples' loss masks where they have one: tool results in a trace are attended to, not trained).
     """
     prompts = [e["prompt_ids"] for e in examples]
     targets = [e["response_ids"] for e in examples]
-    return assemble(prompts, targets, max(map(len, prompts)), max(map(len, targets)), pad_id)
+    batch = assemble(prompts, targets, max(map(len, prompts)), max(map(len, targets)), pad_id)
+    if all("loss_mask" in e for e in examples):
+        batch["response_mask"] = right_pad(
+            [e["loss_mask"] for e in examples], batch["responses"].shape[1], 0.0, torch.float32
+        )
+    return batch
 
 
 def num_sft_steps(cfg: SFTConfig, num_examples: int) -> int:

@@ -29,6 +29,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoConfig, AutoTokenizer
 
+from rlhf.agent.env import row_tool_schemas
+from rlhf.agent.runtime import resolve_plugins
 from rlhf.algorithms import (
     AdvantageInputs,
     apply_kl_penalty,
@@ -50,6 +52,7 @@ from rlhf.checkpoint import (
 from rlhf.cluster import Groups, create_groups
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
+from rlhf.data.tokenize import ToolsOf
 from rlhf.metrics import data_metrics, mfu_metrics, throughput_metrics, update_flops
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.ray_setup import resolve_device, start_ray
@@ -97,14 +100,20 @@ class RLTrainer:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         train_files, val_files = resolve_data_files(cfg.data, cfg.trainer.seed)
         d = cfg.data
+        # Agent rollouts: prompts are rendered with each row's tool schemas (the chat template shows them).
+        self.tools_of: ToolsOf | None = None
+        if cfg.agent.enable:
+            registry, _ = resolve_plugins(cfg.agent)
+            self.tools_of = lambda row: row_tool_schemas(row, registry)
+        split = dict(prompt_key=d.prompt_key, tools_of=self.tools_of)
         try:  # data problems are the user's input: reported like config errors, before Ray starts
-            self.train_rows = load_split(train_files, self.tokenizer, d.max_prompt_length, prompt_key=d.prompt_key)
-            val_rows = load_split(val_files, self.tokenizer, d.max_prompt_length, prompt_key=d.prompt_key)
+            self.train_rows = load_split(train_files, self.tokenizer, d.max_prompt_length, **split)
+            val_rows = load_split(val_files, self.tokenizer, d.max_prompt_length, **split)
             if cfg.reward.rule_weight > 0:  # rule functions score every row: each data_source needs one
                 check_data_sources({r["data_source"] for r in self.train_rows + val_rows}, cfg.reward.function)
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(str(e)) from e
-        self.validator = Validator(cfg, self.tokenizer, val_rows)
+        self.validator = Validator(cfg, self.tokenizer, val_rows, tools_of=self.tools_of)
         self.loader = PromptDataLoader(
             self.train_rows, cfg.data.train_batch_size, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed
         )
@@ -253,6 +262,7 @@ class RLTrainer:
             self.num_prompt_batches,
             self.cfg.trainer.seed,
             prompt_key=d.prompt_key,
+            tools_of=self.tools_of,
         )
 
     def train_step(self) -> dict[str, float]:
@@ -339,8 +349,9 @@ class RLTrainer:
         with timed(timings, "reward"):
             batch.update(self.score(batch))
             if algo.overlong.enable:
+                response_length = batch["attention_mask"][:, -batch["response_mask"].shape[1] :].sum(-1)
                 penalty = overlong_reward_penalty(
-                    batch["response_mask"].sum(-1).long(),
+                    response_length.long(),  # every response token: a multi-turn response's observations count
                     self.cfg.rollout.max_response_length,
                     algo.overlong.buffer_len,
                     algo.overlong.penalty_factor,
@@ -357,11 +368,13 @@ class RLTrainer:
         return batch
 
     def score(self, batch: Batch) -> Batch:
-        """token_level_scores [B, R] = rule_weight * rule score + rm_weight * reward-model score, on the last token.
+        """token_level_scores [B, R] = rule_weight * rule score + rm_weight * reward-model score
+        + agent.env_reward_weight * environment reward, on the last model token.
 
-        Also rule_scores [B] (the rule function's own score, for validation accuracy) and reward_extra/* values.
+        Also rule_scores [B] (the rule function's own score, for validation accuracy; the total score when no rule
+        function is on) and reward_extra/* values.
         """
-        g, rw = self.groups, self.cfg.reward
+        g, rw, agent = self.groups, self.cfg.reward, self.cfg.agent
         if rw.rule_weight > 0:
             scored = g.reward.compute_score(batch)
             scored["rule_scores"] = scored["token_level_scores"].sum(-1)
@@ -373,7 +386,13 @@ class RLTrainer:
             last = last_token_index(batch["response_mask"])
             scored["token_level_scores"][torch.arange(len(batch)), last] += rw.rm_weight * rm_scores
             scored["rm_scores"] = rm_scores
-        if "rule_scores" not in scored:  # reward model only: "correct" is judged on the total reward
+        if "env_rewards" in batch and agent.env_reward_weight != 0:
+            # Multi-turn episodes: the environment's per-turn rewards, summed, on the last token the policy generated.
+            last = last_token_index(batch["response_mask"])
+            scored["token_level_scores"][torch.arange(len(batch)), last] += (
+                agent.env_reward_weight * batch["env_rewards"]
+            )
+        if "rule_scores" not in scored:  # no rule function: "correct" is judged on the total reward
             scored["rule_scores"] = scored["token_level_scores"].sum(-1)
         return scored
 

@@ -15,7 +15,8 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
-from rlhf.metrics import validation_metrics
+from rlhf.data.tokenize import ToolsOf
+from rlhf.metrics import agent_metrics, validation_metrics
 from rlhf.prompts import rows_to_batch
 
 # generate(prompts, temperature, n) -> responses; score(responses) -> Batch with token_level_scores, rule_scores
@@ -39,8 +40,15 @@ def correctness(scored: Batch, full_score: float) -> torch.Tensor:
 
 
 class Validator:
-    def __init__(self, cfg: RLHFConfig, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> None:
-        self.cfg, self.tokenizer, self.rows = cfg, tokenizer, rows
+    def __init__(
+        self,
+        cfg: RLHFConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: list[dict[str, Any]],
+        tools_of: ToolsOf | None = None,
+    ) -> None:
+        """`tools_of`: each row's tool schemas, rendered into its prompt (agent rollouts)."""
+        self.cfg, self.tokenizer, self.rows, self.tools_of = cfg, tokenizer, rows, tools_of
 
     def run(self, generate: GenerateFn, score: ScoreFn) -> tuple[dict[str, float], list[list[Any]]]:
         """Metrics (verl's `val-core/<source>/acc/mean@1`, and mean/best/maj@k when trainer.val_num_samples=k > 0)
@@ -49,16 +57,19 @@ class Validator:
             return {}, []
         greedy = self._responses(generate, score, temperature=0.0, n=1)
         metrics = self._metrics(greedy, n=1)
+        if "agent_num_turns" in greedy:  # multi-turn episodes: how the greedy policy used its turns and tools
+            metrics.update({f"val-aux/{k}": v for k, v in agent_metrics(greedy).items() if k.startswith("agent/")})
         k = self.cfg.trainer.val_num_samples
         if k > 0:
             sampled = self._responses(generate, score, temperature=self.cfg.rollout.temperature, n=k)
             metrics.update(self._metrics(sampled, n=k))
         nt = greedy.non_tensors
         scores = greedy["token_level_scores"].sum(-1).tolist()
+        shown = nt.get("trajectory_text", nt["response_text"])  # a multi-turn episode: every turn and observation
         table = [
             [self.tokenizer.decode(p), r, gt, s, bool(c)]
             for p, r, gt, s, c in zip(
-                nt["prompt_ids"], nt["response_text"], nt["ground_truth"], scores, greedy["acc"].tolist(), strict=True
+                nt["prompt_ids"], shown, nt["ground_truth"], scores, greedy["acc"].tolist(), strict=True
             )
         ][:16]
         return metrics, table
@@ -86,6 +97,7 @@ class Validator:
                 -1 - index,
                 self.cfg.trainer.seed,
                 prompt_key=self.cfg.data.prompt_key,
+                tools_of=self.tools_of,
             )
             responses = generate(prompts, temperature, n)
             responses.update(score(responses))

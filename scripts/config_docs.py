@@ -91,6 +91,12 @@ VERL = {
     "algorithm.overlong.enable": "reward_model.overlong_buffer.enable",
     "algorithm.overlong.buffer_len": "reward_model.overlong_buffer.len",
     "algorithm.overlong.penalty_factor": "reward_model.overlong_buffer.penalty_factor",
+    "agent.enable": "actor_rollout_ref.rollout.multi_turn.enable",
+    "agent.max_turns": "actor_rollout_ref.rollout.multi_turn.max_assistant_turns",
+    "agent.tools": "actor_rollout_ref.rollout.multi_turn.tool_config_path (a file listing the tools)",
+    "agent.tool_parser": "actor_rollout_ref.rollout.multi_turn.format",
+    "agent.max_tool_calls_per_turn": "actor_rollout_ref.rollout.multi_turn.max_parallel_calls",
+    "agent.tool_max_output_chars": "actor_rollout_ref.rollout.multi_turn.max_tool_response_length",
     "trainer.project_name": "trainer.project_name",
     "trainer.experiment_name": "trainer.experiment_name",
     "trainer.total_steps": "trainer.total_training_steps",
@@ -136,7 +142,10 @@ def default_of(key: str) -> str:
     value: Any = RLHFConfig()
     for part in key.split("."):
         value = getattr(value, part)
-    return "null" if value is None else str(value)
+    if value is None:
+        return "null"
+    # Newlines and pipes would break the table row: show them escaped, as they are written in YAML.
+    return str(value).replace("\n", "\\n").replace("|", "\\|")
 
 
 def render() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from rlhf.workers.actor import Actor
+from rlhf.workers.agent_rollout import AgentRollout
 from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch, memory_metrics
 from rlhf.workers.engine import save_hf_model
 from rlhf.workers.lora import adapter_weights, num_bytes
@@ -42,6 +43,12 @@ class ActorRolloutRefWorker(Worker):
         self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
         self.actor = Actor(self.cfg, self.rank, self.world_size, self.device)
         self.rollout = VLLMRollout(self.cfg, self.device, self.tokenizer.pad_token_id)
+        # Multi-turn episodes on the same engine (through the policy's adapter under LoRA); tool workers start here.
+        self.agent = (
+            AgentRollout(self.cfg, self.rollout.llm, self.tokenizer, self.rollout.lora_request)
+            if self.cfg.agent.enable
+            else None
+        )
         self.ref: ReferencePolicy | AdapterDisabledReference | None = None
         if self.need_ref and self.cfg.actor.lora.enabled:  # the frozen base is the reference: no second copy
             self.ref = AdapterDisabledReference(self.cfg, self.actor.model, self.device, self.world_size)
@@ -53,15 +60,23 @@ class ActorRolloutRefWorker(Worker):
 
     def model_devices(self) -> dict[str, str]:
         devices = {"actor": str(next(self.actor.model.parameters()).device)}
-        if self.ref is not None:
+        if isinstance(self.ref, ReferencePolicy):  # (under LoRA the reference is the actor's own model)
             devices["ref"] = str(next(self.ref.model.parameters()).device)
         return devices
 
     @dispatch(Mode.DP, Collect.CONCAT)
     def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
-        """n responses per prompt; temperature/n default to the rollout config (validation passes its own)."""
+        """n responses per prompt (episodes with agent.enable); temperature/n default to the rollout config
+        (validation passes its own)."""
         r = self.cfg.rollout
         self.rollout.wake_up()
+        if self.agent is not None:
+            return self.agent.generate(
+                batch,
+                n=r.n if n is None else n,
+                temperature=r.temperature if temperature is None else temperature,
+                top_p=r.top_p,
+            )
         out = self.rollout.generate(
             batch,
             n=r.n if n is None else n,

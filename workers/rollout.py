@@ -25,6 +25,7 @@ from rlhf.workers.vllm_lora import VLLMAdapterSlot, vllm_lora_kwargs
 from vllm import LLM, SamplingParams
 from vllm.distributed.parallel_state import get_tp_group
 from vllm.inputs import TokensPrompt
+from vllm.lora.request import LoRARequest
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
@@ -42,13 +43,18 @@ class VLLMRollout:
         r = cfg.rollout
         self.cfg, self.pad_token_id = cfg, pad_token_id
         self.is_cuda = device.type == "cuda"
+        max_model_len = cfg.data.max_prompt_length + r.max_response_length
+        cpu_only = {}
         if not self.is_cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(r.kv_cache_gb))
+            # vLLM-CPU crashes ("CPU Generator does not use offset") when a seeded request's prompt is prefilled in
+            # chunks; long prompts and multi-turn contexts get chunked. Whole-prompt prefill avoids it.
+            cpu_only = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, max_model_len)}
         self.llm = LLM(
             model=cfg.model.path,
             dtype=cfg.model.dtype,
             seed=cfg.trainer.seed,
-            max_model_len=cfg.data.max_prompt_length + r.max_response_length,
+            max_model_len=max_model_len,
             enforce_eager=r.enforce_eager,
             gpu_memory_utilization=r.gpu_memory_utilization,
             enable_sleep_mode=self.is_cuda and r.free_cache_engine,
@@ -58,6 +64,7 @@ class VLLMRollout:
             # t > 1: this process is one shard; vLLM's TP groups are consecutive ranks of the actor's world.
             distributed_executor_backend="external_launcher" if r.tensor_parallel_size > 1 else None,
             **vllm_lora_kwargs(cfg.actor.lora),
+            **cpu_only,
         )
         self.adapter = VLLMAdapterSlot() if vllm_lora_kwargs(cfg.actor.lora) else None
         self.tp_group = get_tp_group() if r.tensor_parallel_size > 1 else None
@@ -107,7 +114,7 @@ class VLLMRollout:
             [TokensPrompt(prompt_token_ids=p) for p in prompt_ids],
             params,
             use_tqdm=False,
-            lora_request=self.adapter.request if self.adapter is not None else None,
+            lora_request=self.lora_request(),
         )
         responses, log_probs, texts = [], [], []
         for out in outputs:
@@ -128,6 +135,10 @@ class VLLMRollout:
         """Load the actor's current weights (HF names, lm_head included when tied) into the engine (with TP: into
         this rank's shard, which takes its slice)."""
         self.llm.collective_rpc("load_policy_weights", args=(named_tensors,))
+
+    def lora_request(self) -> LoRARequest | None:
+        """The adapter vLLM generates with (LoRA with adapter sync), else None (the engine's own weights)."""
+        return self.adapter.request if self.adapter is not None else None
 
     def load_adapter(self, adapter: AdapterWeights) -> None:
         """LoRA with adapter sync: generate with `adapter` on the base weights the engine holds from now on."""

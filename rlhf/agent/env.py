@@ -99,6 +99,18 @@ def row_tool_names(sample: dict[str, Any], registry: ToolRegistry) -> list[str] 
     return names
 
 
+def row_tool_schemas(sample: dict[str, Any], registry: ToolRegistry) -> list[dict[str, Any]] | None:
+    """The schemas of the tools a row offers (its `tools` column, else every tool), for the prompt's chat template;
+    None when the run has no tools.
+
+    Raises:
+        ValueError: as row_tool_names.
+    """
+    if len(registry) == 0:
+        return None
+    return registry.schemas(row_tool_names(sample, registry))
+
+
 class ToolEnv(Env):
     """Runs the tool calls of each turn; the episode ends at a turn with no tool call (the final answer)."""
 
@@ -166,20 +178,29 @@ class GuessNumberEnv(Env):
 ENVS: dict[str, type[Env]] = {"tool": ToolEnv, "guess_number": GuessNumberEnv}
 
 
+def env_class(name: str, key: str = "agent.env") -> type[Env]:
+    """The environment class for a registered name or a class spec.
+
+    Raises:
+        ValueError: an unknown name, a spec that does not load, or not an Env subclass; the message names `key`.
+    """
+    if name in ENVS:
+        return ENVS[name]
+    if ":" not in name:
+        raise ValueError(f"{key}={name!r} is not a known environment; choose one of {sorted(ENVS)} or a class spec")
+    cls = load_object(name, key)
+    if not (isinstance(cls, type) and issubclass(cls, Env)):
+        raise ValueError(f"{key}={name!r} is not a subclass of rlhf.agent.env.Env")
+    return cls
+
+
 def make_env_factory(name: str, context: EnvContext, key: str = "agent.env") -> Callable[[], Env]:
     """A factory of fresh environments (one per sample) by registered name or class spec.
 
     Raises:
-        ValueError: an unknown name, a spec that does not load, not an Env subclass, or "tool" without tools.
+        ValueError: as env_class, or "tool" without tools.
     """
-    if name in ENVS:
-        cls = ENVS[name]
-    elif ":" in name:
-        cls = load_object(name, key)
-        if not (isinstance(cls, type) and issubclass(cls, Env)):
-            raise ValueError(f"{key}={name!r} is not a subclass of rlhf.agent.env.Env")
-    else:
-        raise ValueError(f"{key}={name!r} is not a known environment; choose one of {sorted(ENVS)} or a class spec")
+    cls = env_class(name, key)
     if cls is ToolEnv and (context.executor is None or len(context.registry) == 0):
         raise ValueError(f"{key}='tool' needs at least one tool in agent.tools")
     return functools.partial(cls, context)

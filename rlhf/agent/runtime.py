@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from rlhf.agent.config import AgentConfig, validate_agent_config
-from rlhf.agent.env import EnvContext, make_env_factory
+from rlhf.agent.env import EnvContext, env_class, make_env_factory
 from rlhf.agent.executor import ToolExecutor
 from rlhf.agent.loop import AgentLoop, Trajectory
 from rlhf.agent.observation import ObservationFormatter
@@ -38,6 +38,33 @@ class AgentRuntime:
             self.executor.close()
 
 
+def resolve_plugins(cfg: AgentConfig) -> tuple[ToolRegistry, ToolParser]:
+    """Check the agent config and load what it names (tools, parser, environment class), without starting anything.
+
+    The driver calls this at start-up so a bad plugin fails in seconds, before any worker starts.
+
+    Returns:
+        The tools and the parser.
+
+    Raises:
+        ValueError: a bad agent.* value, a tool file that does not exist, a tool without docstring or type hints,
+            duplicate tool names, an unknown parser or environment; the message names the key (agent.tools[i], ...).
+    """
+    validate_agent_config(cfg)
+    registry = load_tools(cfg.tools, key="agent.tools", sandbox_limits=sandbox_limits(cfg))
+    parser = make_tool_parser(cfg.tool_parser, key="agent.tool_parser")
+    env_class(cfg.env, key="agent.env")
+    return registry, parser
+
+
+def sandbox_limits(cfg: AgentConfig) -> SandboxLimits:
+    """The python tool's limits from agent.sandbox.*."""
+    s = cfg.sandbox
+    return SandboxLimits(
+        timeout_s=s.timeout_s, memory_mb=s.memory_mb, max_output_bytes=s.max_output_bytes, network=s.network
+    )
+
+
 def build_agent(cfg: AgentConfig, tokenizer: Any, max_response_tokens: int, start_workers: bool = True) -> AgentRuntime:
     """Load tools, parser and environment named in cfg and build the loop.
 
@@ -48,18 +75,9 @@ def build_agent(cfg: AgentConfig, tokenizer: Any, max_response_tokens: int, star
         start_workers: start the tool worker processes now (else on the first call).
 
     Raises:
-        ValueError: a bad agent.* value, a tool file that does not exist, a tool without docstring or type hints,
-            duplicate tool names, an unknown parser or environment; the message names the key.
+        ValueError: as resolve_plugins.
     """
-    validate_agent_config(cfg)
-    limits = SandboxLimits(
-        timeout_s=cfg.sandbox.timeout_s,
-        memory_mb=cfg.sandbox.memory_mb,
-        max_output_bytes=cfg.sandbox.max_output_bytes,
-        network=cfg.sandbox.network,  # type: ignore[arg-type]  # checked by validate_agent_config
-    )
-    registry = load_tools(cfg.tools, key="agent.tools", sandbox_limits=limits)
-    parser = make_tool_parser(cfg.tool_parser, key="agent.tool_parser")
+    registry, parser = resolve_plugins(cfg)
     executor = None
     if len(registry) > 0:
         executor = ToolExecutor(
@@ -72,17 +90,19 @@ def build_agent(cfg: AgentConfig, tokenizer: Any, max_response_tokens: int, star
     context = EnvContext(parser, registry, executor, cfg.max_tool_calls_per_turn)
     formatter = ObservationFormatter(
         tokenizer,
-        mode=cfg.observation_mode,  # type: ignore[arg-type]  # checked by validate_agent_config
+        mode=cfg.observation_mode,
         tool_template=cfg.observation_tool_template,
         user_template=cfg.observation_user_template,
     )
+    stop = (*(parser.stop_strings if cfg.stop_at_tool_call else ()), *cfg.stop)
     loop = AgentLoop(
         tokenizer,
         make_env_factory(cfg.env, context, key="agent.env"),
         max_turns=cfg.max_turns,
         max_response_tokens=max_response_tokens,
         observation_formatter=formatter,
-        stop=parser.stop_strings if cfg.stop_at_tool_call else (),
+        stop=tuple(dict.fromkeys(stop)),
+        max_step_threads=cfg.tool_max_concurrency,
     )
     runtime = AgentRuntime(loop=loop, registry=registry, parser=parser, executor=executor)
     if start_workers and executor is not None:

@@ -148,16 +148,17 @@ def rloo_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tenso
 def reinforce_pp_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """REINFORCE++ (Hu, 2025, arXiv:2501.03262): discounted return-to-go, whitened over the whole batch.
 
-    G_t = r_t + gamma * G_{t+1} over the response tokens (padding rewards are not propagated to earlier tokens),
-    then advantages = whiten(G) over every masked token of the batch. Uses `cfg.gamma`. returns = G.
+    G_t = r_t + gamma * G_{t+1} over the response tokens; masked positions are skipped (they neither add a reward
+    nor discount), so the return flows across the observation tokens of a multi-turn response, as in GAE. Then
+    advantages = whiten(G) over every masked token of the batch. Uses `cfg.gamma`. returns = G.
     """
     rewards, mask = inputs.token_level_rewards, inputs.response_mask
     running = rewards.new_zeros(rewards.shape[0])  # [B]
     returns_reversed = []
     for t in reversed(range(rewards.shape[-1])):
-        running = rewards[:, t] + cfg.gamma * running
+        m = mask[:, t]
+        running = (rewards[:, t] + cfg.gamma * running) * m + (1 - m) * running
         returns_reversed.append(running)
-        running = running * mask[:, t]
     returns = torch.stack(returns_reversed[::-1], dim=-1) * mask  # [B, T]
     advantages = masked_whiten(returns, mask) * mask
     return advantages, returns

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlhf.data.rows import check_columns, load_rows
-from rlhf.data.tokenize import apply_chat_template_ids
+from rlhf.data.tokenize import ToolsOf, apply_chat_template_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -48,6 +48,7 @@ def filter_rows(
     max_prompt_length: int,
     *,
     prompt_key: str = "prompt",
+    tools_of: ToolsOf | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Drop rows missing a field, with an empty or malformed prompt, or a prompt longer than max_prompt_length.
 
@@ -57,6 +58,7 @@ def filter_rows(
         tokenizer: renders the prompt with its chat template to measure its length; None skips the length check.
         max_prompt_length: the longest prompt kept, in tokens (`data.max_prompt_length`).
         prompt_key: the column holding the chat messages (`data.prompt_key`).
+        tools_of: each row's tool schemas, rendered into the prompt (agent rollouts), so they count in its length.
 
     Returns:
         The kept rows (same order, same dict objects) and `{reason: number of rows dropped}` for each reason that
@@ -76,7 +78,10 @@ def filter_rows(
 
     kept = candidates
     if tokenizer is not None and candidates:
-        lengths = [len(ids) for ids in apply_chat_template_ids(tokenizer, [row[prompt_key] for row in candidates])]
+        tools = [tools_of(row) for row in candidates] if tools_of is not None else None
+        lengths = [
+            len(ids) for ids in apply_chat_template_ids(tokenizer, [row[prompt_key] for row in candidates], tools)
+        ]
         kept = [row for row, length in zip(candidates, lengths, strict=True) if length <= max_prompt_length]
         if len(kept) < len(candidates):
             counts[PROMPT_TOO_LONG] = len(candidates) - len(kept)
@@ -97,8 +102,11 @@ def load_prompt_rows(
     max_prompt_length: int,
     *,
     prompt_key: str = "prompt",
+    tools_of: ToolsOf | None = None,
 ) -> list[dict[str, Any]]:
     """Read a data file, check its columns and filter its rows: the rows a dataloader can use.
+
+    `tools_of` gives a row's tool schemas (agent rollouts): they are rendered into the prompt and count in its length.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -106,5 +114,5 @@ def load_prompt_rows(
     """
     rows = load_rows(path)
     check_columns(rows, path, prompt_key=prompt_key)
-    kept, _ = filter_rows(rows, path, tokenizer, max_prompt_length, prompt_key=prompt_key)
+    kept, _ = filter_rows(rows, path, tokenizer, max_prompt_length, prompt_key=prompt_key, tools_of=tools_of)
     return kept

@@ -3,6 +3,12 @@
 No model hub is needed: the default recipe and the tests create this folder once and reuse it. vLLM, transformers
 and DeepSpeed load it like any Hugging Face checkpoint.
 
+The tokenizer is a Qwen2 (byte-level BPE) tokenizer with no merges and one vocabulary entry per character, so
+every character is one token. It has to be: transformers 5 loads the tokenizer of any `qwen2` model folder as
+`Qwen2Tokenizer`, rebuilding the pipeline (byte-level pre-tokenizer and decoder) from the vocabulary whatever
+tokenizer.json says, so a plain character vocabulary saved from another tokenizer class reloads without spaces and
+newlines ("a b\nc" -> 3 ids), in transformers and in vLLM alike.
+
     python -m rlhf.models.tiny --out models/tiny-qwen2
 """
 
@@ -16,17 +22,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
+from tokenizers import pre_tokenizers
+from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
+from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
 logger = logging.getLogger(__name__)
 
 PAD, EOS = "<pad>", "<eos>"
-# Arithmetic prompts need digits and operators; the rest of printable ASCII keeps the tokenizer general.
-CHARACTERS = sorted(set(string.digits + "+-*/=() " + string.ascii_letters + ".,:;?!#'\"\n"))
+# Printable ASCII with space, tab and newline: arithmetic, and the `<tool_call>{"name": ...}</tool_call>` of tool use.
+CHARACTERS = sorted(set(string.printable) - set("\x0b\x0c\r"))
 # The chat template concatenates message contents: the tiny task needs no role markers.
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 SPEC_FILE = "tiny_spec.json"
+# Bump when build_tokenizer changes: a folder built by an older version is rebuilt (its spec file no longer matches).
+TOKENIZER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,28 +53,34 @@ class TinyModelSpec:
     vocab_size: int | None = None  # pad the vocabulary to this size with unused tokens (None: characters only)
 
 
-def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: one token per character, with pad and eos specials.
+def _byte_level_symbol(ch: str) -> str:
+    """The symbol byte-level BPE uses for a one-byte character (" " -> "Ġ", "\n" -> "Ċ", "a" -> "a")."""
+    ((symbol, _),) = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False).pre_tokenize_str(ch)
+    return symbol
+
+
+def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerBase:
+    """Character-level tokenizer: one token per character of CHARACTERS, with pad and eos specials.
+
+    Characters outside CHARACTERS are dropped when encoding. Loading the saved folder with AutoTokenizer (or vLLM)
+    gives the same ids.
 
     Args:
         vocab_size: pad the vocabulary to this many tokens with `<unused_i>` entries (a benchmark's round vocabulary
-            size); text never encodes to them, and they decode to their names. None: the characters only.
+            size); text never encodes to them. None: the characters only.
 
     Raises:
         ValueError: vocab_size is smaller than the character vocabulary.
     """
     vocab = {PAD: 0, EOS: 1}
     for ch in CHARACTERS:
-        vocab[ch] = len(vocab)
+        vocab[_byte_level_symbol(ch)] = len(vocab)
     if vocab_size is not None:
         if vocab_size < len(vocab):
             raise ValueError(f"tiny model vocab_size={vocab_size} is below the {len(vocab)} characters and specials")
         for i in range(vocab_size - len(vocab)):
             vocab[f"<unused_{i}>"] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
-    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    core.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token=EOS, pad_token=PAD)
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -96,7 +111,8 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(),
 def build_tiny_reward_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(seed=7)) -> Path:
     """A randomly initialised 1-label sequence classifier with the tiny tokenizer (a stand-in reward model)."""
     out = Path(out_dir)
-    if (out / "config.json").exists():
+    spec_path = out / SPEC_FILE
+    if spec_path.exists() and json.loads(spec_path.read_text()) == _spec_record(spec):
         return out
     tokenizer = build_tokenizer(spec.vocab_size)
     torch.manual_seed(spec.seed)
@@ -105,18 +121,19 @@ def build_tiny_reward_model(out_dir: str | Path, spec: TinyModelSpec = TinyModel
     model = Qwen2ForSequenceClassification(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    spec_path.write_text(json.dumps(_spec_record(spec)))
     return out
 
 
 def _spec_record(spec: TinyModelSpec) -> dict:
-    """The spec as stored beside the model; an unset vocab_size is left out, so folders built before it stay valid."""
-    record = asdict(spec)
+    """What the spec file holds: the model shape (an unset vocab_size left out) and the tokenizer version."""
+    record = {**asdict(spec), "tokenizer_version": TOKENIZER_VERSION}
     if record["vocab_size"] is None:
         del record["vocab_size"]
     return record
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) -> Qwen2Config:
+def tiny_config(tokenizer: PreTrainedTokenizerBase, spec: TinyModelSpec) -> Qwen2Config:
     return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,

@@ -19,6 +19,8 @@ RewardFn = Callable[..., "float | dict[str, Any]"]
 
 _BY_DATA_SOURCE: dict[str, RewardFn] = {
     "arith": arith_score,
+    "calc": arith_score,  # the agent task (rlhf.data.agent_tasks): the final turn is exactly the product
+    "guess_number": math_answer_score,  # the guessing game: the final turn's last number is the hidden one
     "openai/gsm8k": math_answer_score,  # ground truth "72"; responses end in "#### 72" (or a last number)
     "gsm8k": math_answer_score,
     # MATH as verl's preprocessing writes it: ground truth is the \boxed{} content, responses box their answer.

@@ -176,3 +176,26 @@ def test_whole_batch_empty(name):
     inputs = AdvantageInputs(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 0]), values=torch.rand(2, 4))
     advantages, returns = run(name, inputs)
     assert torch.all(advantages == 0) and torch.all(returns == 0)
+
+
+@pytest.mark.parametrize("name", ["grpo", "drgrpo", "rloo", "reinforce_pp", "gae"])
+def test_interior_masked_positions_are_skipped(name):
+    """A multi-turn response (model tokens, then 2 observation tokens, then model tokens) gets exactly the advantages
+    and returns of the same response without the observation tokens, and 0 on them."""
+    torch.manual_seed(0)
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.3, 0.0, 0.0]])
+    values = torch.rand(2, 4)
+    contiguous = AdvantageInputs(rewards, torch.ones(2, 4), torch.tensor([0, 0]), values=values)
+    keep, observation = [0, 1, 4, 5], [2, 3]
+    widened = torch.zeros(2, 6)
+    widened[:, keep] = rewards
+    widened_values = torch.rand(2, 6)  # the critic's values on observation tokens must not matter
+    widened_values[:, keep] = values
+    mask = torch.zeros(2, 6)
+    mask[:, keep] = 1.0
+    interior = AdvantageInputs(widened, mask, torch.tensor([0, 0]), values=widened_values)
+    expected_adv, expected_ret = run(name, contiguous, gamma=0.5, lam=0.9)
+    advantages, returns = run(name, interior, gamma=0.5, lam=0.9)
+    torch.testing.assert_close(advantages[:, keep], expected_adv)
+    torch.testing.assert_close(returns[:, keep], expected_ret)
+    assert torch.all(advantages[:, observation] == 0) and torch.all(returns[:, observation] == 0)

@@ -117,3 +117,40 @@ def test_console_line_shows_the_headline_metrics() -> None:
     line = format_console_line(3, {"critic/score/mean": 0.25, "val-core/arith/acc/mean@1": 0.5, "actor/lr": 1e-3})
     assert line.startswith("step 3") and "critic/score/mean=0.25" in line and "val-core/arith/acc/mean@1=0.5" in line
     assert "actor/lr" not in line
+
+
+def test_multi_turn_lengths_count_observations_and_agent_metrics() -> None:
+    """A response with an observation inside (loss mask 0, attention 1) has its full length in response_length;
+    agent/* come from the per-sample agent tensors."""
+    # Row 0: 2 model tokens, 2 observation tokens, 1 model token (the budget of 5: clipped); row 1: 2 model tokens.
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0, 0.0]])
+    attention = torch.tensor([[0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]])
+    zeros = torch.zeros(2, 5)
+    batch = Batch(
+        {
+            "response_mask": mask,
+            "attention_mask": attention,
+            "token_level_scores": zeros,
+            "token_level_rewards": zeros,
+            "advantages": zeros,
+            "returns": zeros,
+            "env_rewards": torch.tensor([1.0, -0.1]),
+            "agent_num_turns": torch.tensor([2.0, 1.0]),
+            "agent_tool_calls": torch.tensor([1.0, 0.0]),
+            "agent_tool_errors": torch.tensor([1.0, 0.0]),
+            "agent_tool_timeouts": torch.tensor([0.0, 0.0]),
+            "agent_finish_answer": torch.tensor([0.0, 1.0]),
+            "agent_finish_length": torch.tensor([1.0, 0.0]),
+            "agent_tools_s": torch.tensor([0.25, 0.75]),
+        }
+    )
+    m = data_metrics(batch)
+    assert (m["response_length/mean"], m["response_length/max"]) == (3.5, 5.0)
+    assert m["response_length/clip_ratio"] == 0.5
+    assert (m["prompt_length/mean"], m["prompt_length/min"]) == (1.5, 1.0)
+    assert m["agent/num_turns/mean"] == 1.5 and m["agent/num_turns/max"] == 2.0
+    assert m["agent/tool_calls/mean"] == 0.5 and m["agent/tool_errors"] == 1.0 and m["agent/tool_timeouts"] == 0.0
+    assert m["agent/finish/answer"] == 0.5 and m["agent/finish/length"] == 1.0 / 2
+    assert m["agent/env_reward/mean"] == pytest.approx(0.45)
+    assert m["agent/model_tokens/mean"] == 2.5
+    assert m["timing_s/tools"] == 0.75  # the slowest rank's

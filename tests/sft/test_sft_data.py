@@ -55,3 +55,25 @@ def test_epochs_cap_the_steps(tiny_model_dir: Path) -> None:
     assert num_sft_steps(cfg, num_examples=640) == 20
     cfg = compose_sft("sft_arith_tiny", ["sft.total_steps=7", "sft.epochs=0"])
     assert num_sft_steps(cfg, num_examples=640) == 7
+
+
+def test_a_trace_target_trains_only_the_assistant_turns(tiny_model_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "12*34"}}</tool_call>'
+    trace = [
+        {"role": "assistant", "content": call, "name": None},  # parquet fills absent struct keys with None
+        {"role": "tool", "name": "calculator", "content": "408"},
+        {"role": "assistant", "content": "408", "name": None},
+    ]
+    row = {**ROW, "prompt": [{"role": "user", "content": "12*34="}], "response": trace}
+    assert sft_target(row, "auto") == trace
+    cfg = compose_sft("sft_arith_tiny", [f"model.path={tiny_model_dir}", "sft.max_length=160"])
+    (example,) = encode_examples([row], tokenizer, cfg)
+    observation = "<tool_response>\n408\n</tool_response>\n"
+    assert tokenizer.decode(example["response_ids"]) == call + observation + "408<eos>"
+    assert example["loss_mask"] == [1] * len(call) + [0] * len(observation) + [1, 1, 1, 1]
+    batch = collate([example, {"prompt_ids": [5], "response_ids": [8, 1], "loss_mask": [1, 1]}], pad_id=0)
+    width = len(example["response_ids"])
+    assert batch["response_mask"][0].tolist() == [float(m) for m in example["loss_mask"]]
+    assert batch["response_mask"][1].tolist() == [1.0, 1.0] + [0.0] * (width - 2)
+    assert batch["attention_mask"][0, -width:].tolist() == [1] * width  # the tool result is attended to

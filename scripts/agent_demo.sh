@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The agent demo (issue 10): a tiny model learns to use a tool. 3-digit multiplication is beyond a 0.5M-parameter
+# character-level model, but with the calculator it only has to write the call and copy the result:
+#   1. build the tiny model  2. SFT warm-up on tool-use traces (observations masked)  3. GRPO with the agent loop
+#   4. curves + summary; exits non-zero unless held-out accuracy rises by at least MIN_LIFT points from the SFT model
+#   bash scripts/agent_demo.sh                      # about 10 minutes on 2 CPU cores (docs/benchmarks.md)
+#   EXP=my_run SFT_STEPS=40 GRPO_STEPS=30 bash scripts/agent_demo.sh [extra GRPO overrides, e.g. actor.optim.lr=2e-4]
+# Everything lands in $OUT/$EXP/: model/, data/, sft/ and grpo/ run directories (metrics.jsonl, curves.png,
+# final_model/), summary.txt. Re-running reuses the model and data if their parameters match, SFT if
+# sft/final_model exists, GRPO if grpo/final_model exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+EXP=${EXP:-calc_agent}
+OUT=${OUT:-outputs/agent_demo}
+DIGITS=${DIGITS:-3}
+NUM_TRAIN=${NUM_TRAIN:-2000}
+NUM_VAL=${NUM_VAL:-200}
+# SFT is a short warm-up on purpose: the model learns the call's shape but copies numbers unreliably, so RL has room.
+SFT_STEPS=${SFT_STEPS:-30}
+SFT_LR=${SFT_LR:-1e-3}
+GRPO_STEPS=${GRPO_STEPS:-30}
+GRPO_LR=${GRPO_LR:-2e-4}
+TEST_FREQ=${TEST_FREQ:-5}
+MIN_LIFT=${MIN_LIFT:-25}
+HIDDEN=${HIDDEN:-128}
+LAYERS=${LAYERS:-2}
+
+RUN=$OUT/$EXP
+MODEL=$RUN/model
+mkdir -p "$RUN"
+export WANDB_SILENT=true
+START=$(date +%s)
+
+echo "== 1. tiny model ($HIDDEN hidden x $LAYERS layers) at $MODEL"
+"$PY" -c "
+import logging, sys
+from rlhf.models.tiny import TinyModelSpec, build_tiny_model
+logging.basicConfig(level=logging.INFO)
+h, n = int(sys.argv[2]), int(sys.argv[3])
+build_tiny_model(sys.argv[1], TinyModelSpec(hidden_size=h, num_layers=n, num_heads=h // 32, num_kv_heads=max(1, h // 64),
+                                            intermediate_size=4 * h))
+" "$MODEL" "$HIDDEN" "$LAYERS"
+
+DATA_ARGS=(data.builtin_dir="$RUN/data" data.builtin_min_digits="$DIGITS" data.builtin_max_digits="$DIGITS"
+           data.builtin_num_train="$NUM_TRAIN" data.builtin_num_val="$NUM_VAL")
+COMMON=(trainer.output_dir="$OUT" trainer.project_name="$EXP" trainer.logger=[console,jsonl])
+
+if [[ -f $RUN/sft/final_model/config.json ]]; then
+  echo "== 2. SFT: reusing $RUN/sft/final_model"
+else
+  echo "== 2. SFT on tool-use traces for $SFT_STEPS steps -> $RUN/sft/final_model"
+  "$PY" -m rlhf.sft_main --config-name sft_calc_tiny model.path="$MODEL" model.build_tiny=false "${DATA_ARGS[@]}" \
+    "${COMMON[@]}" trainer.experiment_name=sft sft.total_steps="$SFT_STEPS" optim.lr="$SFT_LR"
+fi
+
+if [[ -f $RUN/grpo/final_model/config.json ]]; then
+  echo "== 3. GRPO: reusing $RUN/grpo/final_model"
+else
+  echo "== 3. GRPO with the calculator for $GRPO_STEPS steps from the SFT model -> $RUN/grpo"
+  "$PY" -m rlhf.main --config-name agent_calc_tiny model.path="$RUN/sft/final_model" model.build_tiny=false \
+    "${DATA_ARGS[@]}" "${COMMON[@]}" trainer.experiment_name=grpo trainer.total_steps="$GRPO_STEPS" \
+    trainer.test_freq="$TEST_FREQ" actor.optim.lr="$GRPO_LR" "$@"
+fi
+
+echo "== 4. curves and summary"
+"$PY" scripts/plot_run.py "$RUN/grpo" | tee "$RUN/summary.txt"
+echo "total wall time: $(( $(date +%s) - START )) s (load average now: $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$RUN/summary.txt"
+echo "curves: $RUN/grpo/curves.png"
+# The demo's check: GRPO's step-0 validation is the SFT model playing the same episodes (greedy, with the tool).
+"$PY" -c "
+import sys
+from rlhf.plotting import read_metrics, series
+rows = read_metrics(sys.argv[1] + '/grpo')
+accuracy = series(rows, 'val-core/calc/acc/mean@1').get('val-core/calc/acc/mean@1')
+if accuracy is None or accuracy.steps[0] != 0:
+    sys.exit('check failed: no validation of the SFT model at step 0')
+lift = 100 * (accuracy.values[-1] - accuracy.values[0])
+print(f'held-out accuracy (greedy, with the calculator): SFT model {accuracy.values[0]:.3f} -> GRPO {accuracy.values[-1]:.3f} ({lift:+.1f} points)')
+if lift < float(sys.argv[2]):
+    sys.exit(f'check failed: the lift is below {sys.argv[2]} points')
+print('check passed')
+" "$RUN" "$MIN_LIFT" | tee -a "$RUN/summary.txt"
