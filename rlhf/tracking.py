@@ -74,7 +74,7 @@ class Tracker:
         self.backends, self.run_dir = list(backends), run_dir
         self.wandb_run = None
         self.jsonl = None
-        self.last_jsonl_step = 0  # the last step with a row in metrics.jsonl
+        self.last_jsonl_step: int | None = None  # the last step with a row in a resumed run's metrics.jsonl
         if "wandb" in self.backends:
             run_dir.mkdir(parents=True, exist_ok=True)
             mode = wandb_mode_override()
@@ -122,9 +122,9 @@ class Tracker:
             self.last_jsonl_step = step
 
     def restore_row(self, metrics: dict[str, float], step: int) -> None:
-        """Log the resumed checkpoint's own step row if metrics.jsonl lacks it (the run died between the save and
-        the log)."""
-        if self.jsonl is not None and self.last_jsonl_step < step:
+        """Log the resumed checkpoint's own step row if this run's metrics.jsonl lacks it (the run died between the
+        save and the log); a run resumed into a new directory from another's checkpoint starts its rows after it."""
+        if self.jsonl is not None and self.last_jsonl_step is not None and self.last_jsonl_step < step:
             logger.info("metrics row of step %d restored from its checkpoint", step)
             self.log(metrics, step)
 

@@ -135,3 +135,11 @@ def test_a_row_lost_between_save_and_log_comes_back_from_the_checkpoint(tmp_path
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows == [{"step": 1, "x": 1}, {"step": 2, "x": 2}, {"step": 3, "x": 3.0}]
     assert _truncate_after(run_dir / "metrics.jsonl", 2) == 2
+
+
+def test_a_run_resumed_into_a_new_directory_starts_its_rows_after_the_checkpoint(tmp_path: Path) -> None:
+    tracker = Tracker(["jsonl"], "p", "e", tmp_path / "new", {}, resume_step=3)  # another run's checkpoint
+    tracker.restore_row({"x": 3.0}, step=3)
+    tracker.log({"x": 4.0}, step=4)
+    tracker.finish()
+    assert [json.loads(line)["step"] for line in (tmp_path / "new" / "metrics.jsonl").read_text().splitlines()] == [4]
