@@ -37,7 +37,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     TORCH_EXTENSIONS_DIR="$(cd "$VENV" && pwd)/torch_extensions" DS_ACCELERATOR=cpu "$VENV/bin/python" -c \
       "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load(verbose=False)"
   fi
-  echo "$WANT" > "$STAMP"
+  echo "$WANT" > "$STAMP.new" && mv -f "$STAMP.new" "$STAMP"  # a new file: a hard-linked venv copy keeps its own
 else
   echo "setup: $FLAVOR stack already installed in $VENV"
 fi
