@@ -167,7 +167,8 @@ def test_grpo_across_two_nodes_then_resume(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["trainer.nnodes=3"], "trainer.nnodes=3 but the Ray cluster has 2 alive node(s)"),
+        # 4 ranks divide the batch sizes, so the node count is what fails
+        (["trainer.nnodes=4"], "trainer.nnodes=4 but the Ray cluster has 2 alive node(s)"),
         (
             ["trainer.cpus_per_worker=3"],
             "the actor_rollout_ref group needs 2 node(s) with {CPU: 3} each, and the Ray cluster has 0 such node(s) "
