@@ -10,6 +10,7 @@ invocation never overwrites a good run's), and each job of a sweep (`-m`) gets i
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,12 +67,36 @@ def prepare_run(cfg: Any, validate: Callable[[Any], None], run_dir: Path | None 
         except ValueError as e:
             raise ConfigError(f"trainer.logger includes wandb: {e}") from e
     configure_logging(trainer.log_level)
+    absolute_local_paths(cfg)
     if cfg.model.build_tiny:
         build_tiny_model(cfg.model.path)
     run_dir = run_dir or hydra_sweep_job_dir() or trainer.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     return run_dir
+
+
+def absolute_local_paths(cfg: Any) -> None:
+    """Relative paths that exist here (model, reward and critic models, data files, built-in data dir) become
+    absolute, in place.
+
+    Workers do not share the driver's working directory (a Ray job's workers run in its uploaded copy, which leaves
+    models/ and data/ out), so `model.path=models/x` must reach them as the path the driver validated. A Hugging Face
+    hub id, which is no local path, is left as it is.
+    """
+
+    def absolute(path: str | None, create: bool = False) -> str | None:
+        if path is None or Path(path).is_absolute() or not (create or Path(path).exists()):
+            return path
+        return os.path.abspath(path)  # (symlinks kept: the user named this path)
+
+    cfg.model.path = absolute(cfg.model.path, create=cfg.model.build_tiny)
+    for section in ("reward", "critic"):  # RL only
+        if hasattr(cfg, section):
+            getattr(cfg, section).model_path = absolute(getattr(cfg, section).model_path)
+    cfg.data.builtin_dir = absolute(cfg.data.builtin_dir, create=True)
+    cfg.data.train_files = [absolute(f) for f in cfg.data.train_files]
+    cfg.data.val_files = [absolute(f) for f in cfg.data.val_files]
 
 
 def exit_on_config_error(run: Callable[[], object]) -> None:

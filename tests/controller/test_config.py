@@ -14,6 +14,7 @@ from hydra.errors import ConfigCompositionException
 from recipes import RECIPES, compose_recipe
 from rlhf.config import RLHFConfig, validate
 from rlhf.data import write_rows
+from rlhf.entry import absolute_local_paths
 
 ROOT = RECIPES.parent
 
@@ -157,3 +158,22 @@ def test_console_scripts_compose_the_recipes(script: str, recipe: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "model:" in proc.stdout and "trainer:" in proc.stdout
+
+
+def test_local_relative_paths_reach_workers_as_absolute_ones(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers run in other directories (a Ray job's uploaded copy): the paths the driver validated go to them whole.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny").symlink_to(tiny_model_dir)
+    (tmp_path / "train.jsonl").write_text("")
+    cfg = compose_recipe(
+        "grpo_arith_tiny",
+        ["model.path=models/tiny", "reward.model_path=Org/hub-model", "data.train_files=train.jsonl"],
+    )
+    absolute_local_paths(cfg)
+    assert cfg.model.path == str(tmp_path / "models" / "tiny")
+    assert cfg.reward.model_path == "Org/hub-model"  # a hub id is no local path
+    assert cfg.data.train_files == [str(tmp_path / "train.jsonl")]
+    assert cfg.data.builtin_dir == str(tmp_path / "data" / "arith")
