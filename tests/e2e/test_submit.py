@@ -39,7 +39,12 @@ def stop_head(head: subprocess.Popen) -> None:
     psutil.wait_procs(alive, timeout=30)
 
 
-def test_submit_with_relative_paths_and_no_key_in_job_metadata(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_submit_with_relative_paths_and_no_key_in_job_metadata(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Token authentication, as Ray clusters run by default once a token exists (~/.ray/auth_token, which a head in
+    # token mode creates): the head, this test's job client and submit.sh (it finds the token file) all use it.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "offline"}
     env.pop("RAY_ADDRESS", None)
     gcs_port, dashboard_port = free_port(), free_port()
