@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import re
 import signal
 import socket
@@ -41,8 +42,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The test cluster's own token (token authentication, as Ray clusters run): nothing is written to ~/.ray.
+CLUSTER_TOKEN = secrets.token_hex(32)
+
+
 def cluster_env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=CLUSTER_TOKEN)
     env.pop("RAY_ADDRESS", None)  # the runs name the cluster with trainer.ray_address
     return env
 

@@ -4,6 +4,7 @@ README's relative paths, and a planted WANDB_API_KEY that must not reach the job
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -42,9 +43,10 @@ def stop_head(head: subprocess.Popen) -> None:
 def test_submit_with_relative_paths_and_no_key_in_job_metadata(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Token authentication, as Ray clusters run by default once a token exists (~/.ray/auth_token, which a head in
-    # token mode creates): the head, this test's job client and submit.sh (it finds the token file) all use it.
+    # Token authentication, as Ray clusters run, with this test's own token (a head would otherwise switch it on by
+    # itself when ~/.ray/auth_token exists): the head, this test's job client and submit.sh all use it.
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "WANDB_MODE": "offline"}
     env.pop("RAY_ADDRESS", None)
     gcs_port, dashboard_port = free_port(), free_port()
