@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import re
+import secrets
 import signal
 import socket
 import subprocess
