@@ -3,6 +3,7 @@ README's relative paths, and a planted WANDB_API_KEY that must not reach the job
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -13,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -38,6 +40,23 @@ def stop_head(head: subprocess.Popen) -> None:
     for proc in alive:
         proc.kill()
     psutil.wait_procs(alive, timeout=30)
+
+
+def job_api(address: str, env: dict[str, str], expression: str, deadline_s: float = 0, head: Any = None) -> Any:
+    """Evaluate `expression` over `c`, a JobSubmissionClient of `address`, in a fresh Python (JSON back): Ray fixes a
+    process's authentication mode when it first reads it, and this test process may have read it before the test."""
+    code = (
+        "import json, sys; from ray.job_submission import JobSubmissionClient; "
+        f"c = JobSubmissionClient({address!r}); print(json.dumps({expression}))"
+    )
+    deadline = time.monotonic() + deadline_s
+    while True:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        if time.monotonic() > deadline or (head is not None and head.poll() is not None):
+            raise AssertionError(proc.stderr[-3000:])
+        time.sleep(1)
 
 
 def test_submit_with_relative_paths_and_no_key_in_job_metadata(
@@ -74,17 +93,7 @@ def test_submit_with_relative_paths_and_no_key_in_job_metadata(
     shutil.copytree(tiny_model_dir, ROOT / model)
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
-        from ray.job_submission import JobSubmissionClient
-
-        deadline = time.monotonic() + 180
-        while True:  # the head is up when its job API answers
-            try:
-                client = JobSubmissionClient(address)
-                break
-            except Exception:
-                if time.monotonic() > deadline or head.poll() is not None:
-                    raise
-                time.sleep(1)
+        job_api(address, env, "'up'", deadline_s=180, head=head)  # the head is up when its job API answers
         job = subprocess.run(
             [
                 ROOT / "scripts" / "submit.sh",
@@ -109,9 +118,13 @@ def test_submit_with_relative_paths_and_no_key_in_job_metadata(
         metrics = ROOT / out / "rlhf" / "grpo_arith_tiny" / "metrics.jsonl"
         assert metrics.read_text().count('"step": 1') == 1  # the relative output_dir resolved in this checkout
 
-        (details,) = [j for j in client.list_jobs() if j.entrypoint and name in j.entrypoint]
-        logs = client.get_job_logs(details.submission_id)
-        assert PLANTED_KEY not in str(details) and PLANTED_KEY not in logs
+        details, logs = job_api(
+            address,
+            env,
+            f"[(str(j), c.get_job_logs(j.submission_id)) for j in c.list_jobs() if {name!r} in (j.entrypoint or '')][0]",
+        )
+        assert name in details
+        assert PLANTED_KEY not in details and PLANTED_KEY not in logs
         assert PLANTED_KEY not in job.stdout + job.stderr
     finally:
         stop_head(head)
