@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf.batch import Batch
-from rlhf.config import RLHFConfig, WorkerResources
+from rlhf.config import RLHFConfig
 from rlhf.ray_setup import check_shared_storage, rank_pool, resolve_device, runtime_env, worker_env
 from rlhf.workers.critic import CriticWorker
 from rlhf.workers.group import WorkerGroup
@@ -103,22 +103,6 @@ class Groups:
     reward_model: RewardModelGroup | None = None
 
 
-def _role_pool(cfg: RLHFConfig, device: str, role: str, resources: WorkerResources, key: str) -> ResourcePool:
-    """A CUDA role's own pool (critic, reward model): the policy's node layout, `resources` per worker."""
-    t = cfg.trainer
-    return ResourcePool.create(
-        t.nnodes * t.num_devices_per_node,
-        resources.num_cpus,
-        device,
-        num_nodes=t.nnodes,
-        gpus_per_rank=resources.num_gpus,
-        memory_gb_per_rank=resources.memory_gb,
-        role=role,
-        timeout_s=t.placement_timeout_s,
-        hint=f"set by trainer.nnodes, trainer.num_devices_per_node and {key}.*",
-    )
-
-
 def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
     """Reserve the resource pools and start every group the config needs, models built and checked.
 
@@ -149,7 +133,9 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
     groups = Groups(policy, RewardGroup(reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False))
     shared = device == "cpu"
     if cfg.algorithm.needs_critic():
-        critic_pool = pool if shared else _role_pool(cfg, device, "critic", cfg.critic.resources, "critic.resources")
+        critic_pool = (
+            pool if shared else rank_pool(cfg.trainer, device, "critic", cfg.critic.resources, "critic.resources")
+        )
         groups.critic = CriticGroup(
             critic_pool,
             "critic",
@@ -159,7 +145,9 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
             balance_tokens=cfg.actor.balance_tokens,
         )
     if rw.model_path is not None:
-        rm_pool = pool if shared else _role_pool(cfg, device, "reward_model", rw.rm_resources, "reward.rm_resources")
+        rm_pool = (
+            pool if shared else rank_pool(cfg.trainer, device, "reward_model", rw.rm_resources, "reward.rm_resources")
+        )
         groups.reward_model = RewardModelGroup(
             rm_pool,
             "reward_model",

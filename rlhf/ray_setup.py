@@ -18,7 +18,7 @@ from typing import Any
 import ray
 import torch
 
-from rlhf.config import TrainerConfig
+from rlhf.config import TrainerConfig, WorkerResources
 from rlhf.local_ray import start_local_ray
 from rlhf.logs import LOG_LEVEL_ENV
 from rlhf.schema import ConfigError
@@ -76,17 +76,27 @@ def runtime_env(trainer: TrainerConfig, env_vars: dict[str, str]) -> dict[str, A
 RANK_KEYS = "trainer.nnodes, trainer.num_devices_per_node, trainer.cpus_per_worker, trainer.memory_gb_per_worker"
 
 
-def rank_pool(trainer: TrainerConfig, device: str, role: str) -> ResourcePool:
-    """The trainer's ranks (policy or SFT): nnodes bundles of num_devices_per_node ranks, node-major."""
+def rank_pool(
+    trainer: TrainerConfig,
+    device: str,
+    role: str,
+    resources: WorkerResources | None = None,
+    key: str | None = None,
+) -> ResourcePool:
+    """nnodes bundles of num_devices_per_node ranks, node-major: the trainer's ranks (policy or SFT) sized by the
+    trainer's keys, or a CUDA role's own pool (critic, reward model) laid out the same way, sized by `resources`
+    (config section `key`)."""
+    own = resources is not None
     return ResourcePool.create(
         trainer.nnodes * trainer.num_devices_per_node,
-        trainer.cpus_per_worker,
+        resources.num_cpus if own else trainer.cpus_per_worker,
         device,
         num_nodes=trainer.nnodes,
-        memory_gb_per_rank=trainer.memory_gb_per_worker,
+        gpus_per_rank=resources.num_gpus if own else 1.0,
+        memory_gb_per_rank=resources.memory_gb if own else trainer.memory_gb_per_worker,
         role=role,
         timeout_s=trainer.placement_timeout_s,
-        hint=f"set by {RANK_KEYS}",
+        hint=f"set by trainer.nnodes, trainer.num_devices_per_node and {key}.*" if own else f"set by {RANK_KEYS}",
     )
 
 
