@@ -12,12 +12,10 @@ from pathlib import Path
 
 import torch
 from rlhf.workers.actor import Actor
-from rlhf.workers.agent_rollout import AgentRollout
-from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch, memory_metrics
+from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch, memory_metrics, use_deterministic_algorithms
 from rlhf.workers.engine import save_hf_model
 from rlhf.workers.lora import adapter_weights, num_bytes
 from rlhf.workers.reference import AdapterDisabledReference, ReferencePolicy
-from rlhf.workers.rollout import VLLMRollout
 from transformers import AutoTokenizer
 
 from rlhf.batch import Batch
@@ -35,11 +33,16 @@ class ActorRolloutRefWorker(Worker):
         self.device = device_of(device)
         torch.manual_seed(cfg.trainer.seed + rank)
         if cfg.trainer.deterministic:
-            torch.use_deterministic_algorithms(True)
+            use_deterministic_algorithms()
 
     @dispatch(Mode.ALL, Collect.NONE)
     def init_model(self) -> None:
         """Build the DeepSpeed actor, then vLLM (after torch.distributed, which vLLM leaves intact), then the ref."""
+        # vLLM is imported here, in the worker, so the driver (which imports this class for Ray) never pays its
+        # ~8 s import.
+        from rlhf.workers.agent_rollout import AgentRollout  # noqa: PLC0415
+        from rlhf.workers.rollout import VLLMRollout  # noqa: PLC0415
+
         self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model.path)
         self.actor = Actor(self.cfg, self.rank, self.world_size, self.device)
         self.rollout = VLLMRollout(self.cfg, self.device, self.tokenizer.pad_token_id)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import torch
-from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch
+from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch, use_deterministic_algorithms
 from rlhf.workers.engine import (
     TORCH_DTYPES,
     build_engine,
@@ -43,7 +43,7 @@ class SFTWorker(Worker):
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 1000 * rank)  # checkpointed, unused
         torch.manual_seed(cfg.trainer.seed + rank)
         if cfg.trainer.deterministic:
-            torch.use_deterministic_algorithms(True)
+            use_deterministic_algorithms()
 
     @dispatch(Mode.ALL, Collect.NONE)
     def init_model(self) -> None:

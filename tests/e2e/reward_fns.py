@@ -6,19 +6,17 @@ def digit_fraction(data_source: str, solution_str: str, ground_truth: str, extra
     return sum(c.isdigit() for c in solution_str) / max(len(solution_str), 1)
 
 
-def flaky(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
-    """Raises on responses containing 'a', hangs on those containing 'b' (timeouts), else the digit fraction."""
+def raises_hangs_or_nan(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None
+) -> float:
+    """Every item fails: raises on responses containing 'a', hangs on those containing 'b' (timeouts), else NaN
+    (a failed item: scored 0 and counted in reward/errors, never a NaN score)."""
     if "a" in solution_str:
         raise ValueError(f"flaky reward refuses {solution_str!r}")
     if "b" in solution_str:
         import time
 
         time.sleep(60)
-    return digit_fraction(data_source, solution_str, ground_truth, extra_info)
-
-
-def always_nan(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
-    """A failed item: scored 0 and counted in reward/errors, never a NaN score."""
     return float("nan")
 
 

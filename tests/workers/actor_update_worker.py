@@ -1,13 +1,18 @@
-"""One actor rank for the loss-invariance test: a real DeepSpeed update on a fixed batch, weights saved by rank 0.
+"""One actor rank for the loss-invariance tests: real DeepSpeed updates on a fixed batch, weights saved by rank 0.
 
-Run as: python actor_update_worker.py <model_dir> <out.pt> <world_size> <micro_batch> <loss_agg_mode> <port> <rank>
-[override ...]   (extra config overrides, e.g. actor.lora.rank=4 actor.zero_stage=1)
+Run as: python actor_update_worker.py <model_dir> <world_size> <port> <rank> <cases.json>
+`cases.json` lists the updates to make, one fresh Actor each, in this one process group (so a test pays the
+process start and the rendezvous once per world size): [{"out": path, "micro": micro-batch size, "mode":
+loss_agg_mode, "overrides": [extra config overrides, e.g. "actor.zero_stage=1"]}, ...].
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import sys
+from pathlib import Path
 
 os.environ["DS_ACCELERATOR"] = "cpu"
 
@@ -33,11 +38,8 @@ def fixed_batch(vocab: int) -> Batch:
     return batch
 
 
-def main() -> None:
-    model_dir, out, world, micro, mode, port, rank = sys.argv[1:8]
-    world, micro, rank = int(world), int(micro), int(rank)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def update_once(model_dir: str, world: int, rank: int, micro: int, mode: str, overrides: list[str]) -> dict:
+    """One fresh actor (seed 0), one update on this rank's shard of the fixed batch; the updated weights."""
     cfg = compose_recipe(
         "grpo_arith_tiny",
         [
@@ -54,15 +56,26 @@ def main() -> None:
             "algorithm.use_kl_loss=false",
             f"rollout.max_response_length={RESPONSE_LEN}",
             "algorithm.entropy_coeff=0.01",
-            *sys.argv[8:],
+            *overrides,
         ],
     )
     torch.manual_seed(0)
     actor = Actor(cfg, rank, world, torch.device("cpu"))
     shard = fixed_batch(actor.model.config.vocab_size).split(world)[rank]
     actor.update(shard)
-    if rank == 0:
-        torch.save({k: v.clone() for k, v in actor.model.state_dict().items()}, out)
+    return {k: v.clone() for k, v in actor.model.state_dict().items()}
+
+
+def main() -> None:
+    model_dir, world, port, rank, cases = sys.argv[1:6]
+    world, rank = int(world), int(rank)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0")
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    for case in json.loads(Path(cases).read_text()):
+        weights = update_once(model_dir, world, rank, case["micro"], case["mode"], case["overrides"])
+        if rank == 0:
+            torch.save(weights, case["out"])
+        gc.collect()  # the previous case's engine and its hooks go before the next one is built
     dist.destroy_process_group()
 
 

@@ -6,18 +6,15 @@ With SGD (lr=1) the weight change is the gradient itself, so equal weights after
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from update_runs import updated_weights
 
 pytestmark = pytest.mark.slow
 
-WORKER = Path(__file__).with_name("actor_update_worker.py")
+MODES = ["token-mean", "seq-mean-token-sum-norm"]
 # (ranks, micro-batch size per rank, token budget or 0, padding-free layout, ZeRO stage)
 LAYOUTS = [
     (1, 8, 0, "off", 1),
@@ -29,59 +26,34 @@ LAYOUTS = [
 ]
 
 
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
+@pytest.fixture(scope="module")
+def updates(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, dict[str, torch.Tensor]]:
+    """Weights after the update for every (layout, mode): one launch per world size runs all of its cases."""
+    tmp_path = tmp_path_factory.mktemp("loss_invariance")
+    results = {}
+    for world in (1, 2):
+        keys = [(layout, mode) for layout in LAYOUTS if layout[0] == world for mode in MODES]
+        cases = [
+            (micro, mode, [f"model.padding_free={pf}", f"actor.zero_stage={zero}"]
+             + ([f"actor.max_tokens_per_micro_batch={budget}"] if budget else []))
+            for (_, micro, budget, pf, zero), mode in keys
+        ]  # fmt: skip
+        results.update(zip(keys, updated_weights(tiny_model_dir, tmp_path, world, cases), strict=True))
+    return results
 
 
-def updated_weights(
-    model_dir: Path, tmp_path: Path, world: int, micro: int, budget: int, layout: str, zero: int, mode: str
-) -> dict[str, torch.Tensor]:
-    out, port = tmp_path / f"w{world}_m{micro}_t{budget}_{layout}_z{zero}_{mode}.pt", free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(WORKER.parents[1]), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                str(model_dir),
-                str(out),
-                str(world),
-                str(micro),
-                mode,
-                port,
-                str(rank),
-                f"model.padding_free={layout}",
-                f"actor.zero_stage={zero}",
-                *([f"actor.max_tokens_per_micro_batch={budget}"] if budget else []),
-            ],  # fmt: skip
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(world)
-    ]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
-    return torch.load(out)
-
-
-@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-sum-norm"])
-def test_update_is_independent_of_ranks_and_micro_batches(mode: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_update_is_independent_of_ranks_and_micro_batches(
+    mode: str, updates: dict[tuple, dict[str, torch.Tensor]], tiny_model_dir: Path
+) -> None:
     from transformers import AutoModelForCausalLM
 
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).state_dict()
-    reference = updated_weights(tiny_model_dir, tmp_path, *LAYOUTS[0], mode)
+    reference = updates[(LAYOUTS[0], mode)]
     moved = max((reference[k] - initial[k]).abs().max().item() for k in initial)
     assert moved > 1e-4, "the update did not change the weights"
     for layout in LAYOUTS[1:]:
-        other = updated_weights(tiny_model_dir, tmp_path, *layout, mode)
+        other = updates[(layout, mode)]
         for key in reference:
             torch.testing.assert_close(
                 other[key],

@@ -1,0 +1,47 @@
+"""Launch `actor_update_worker.py` on 1 or more ranks for a list of update cases and read back their weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from rlhf.workers.base import free_port
+
+WORKER = Path(__file__).with_name("actor_update_worker.py")
+
+
+def updated_weights(
+    model_dir: Path, tmp_path: Path, world: int, cases: list[tuple[int, str, list[str]]]
+) -> list[dict[str, torch.Tensor]]:
+    """Weights after one update per case (micro-batch size, loss_agg_mode, overrides), all on `world` ranks in one
+    launch: one process per rank, one fresh actor per case."""
+    tag = f"w{world}_{len(list(tmp_path.glob('cases_*.json')))}"
+    outs = [tmp_path / f"{tag}_case{i}.pt" for i in range(len(cases))]
+    spec = tmp_path / f"cases_{tag}.json"
+    specs = [
+        {"out": str(o), "micro": m, "mode": mode, "overrides": ov} for o, (m, mode, ov) in zip(outs, cases, strict=True)
+    ]
+    spec.write_text(json.dumps(specs))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(WORKER.parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    port = str(free_port())
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(model_dir), str(world), port, str(rank), str(spec)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(world)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    return [torch.load(o) for o in outs]
