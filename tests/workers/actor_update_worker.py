@@ -22,6 +22,7 @@ from rlhf.workers.actor import Actor  # noqa: E402
 
 from recipes import compose_recipe  # noqa: E402
 from rlhf.batch import Batch  # noqa: E402
+from rlhf.config import RLHFConfig  # noqa: E402
 from rlhf.sequences import assemble  # noqa: E402
 
 NUM_SEQS, RESPONSE_LEN = 8, 6
@@ -38,9 +39,9 @@ def fixed_batch(vocab: int) -> Batch:
     return batch
 
 
-def update_once(model_dir: str, world: int, rank: int, micro: int, mode: str, overrides: list[str]) -> dict:
-    """One fresh actor (seed 0), one update on this rank's shard of the fixed batch; the updated weights."""
-    cfg = compose_recipe(
+def update_config(model_dir: str, micro: int, overrides: list[str]) -> RLHFConfig:
+    """The tiny recipe for one SGD step (lr=1, no clipping, no KL) on the fixed batch, plus `overrides`."""
+    return compose_recipe(
         "grpo_arith_tiny",
         [
             f"model.path={model_dir}",
@@ -52,13 +53,17 @@ def update_once(model_dir: str, world: int, rank: int, micro: int, mode: str, ov
             "actor.optim.name=SGD",
             "actor.optim.lr=1.0",
             "actor.optim.grad_clip=0",
-            f"algorithm.loss_agg_mode={mode}",
             "algorithm.use_kl_loss=false",
             f"rollout.max_response_length={RESPONSE_LEN}",
             "algorithm.entropy_coeff=0.01",
             *overrides,
         ],
     )
+
+
+def update_once(model_dir: str, world: int, rank: int, micro: int, mode: str, overrides: list[str]) -> dict:
+    """One fresh actor (seed 0), one update on this rank's shard of the fixed batch; the updated weights."""
+    cfg = update_config(model_dir, micro, [f"algorithm.loss_agg_mode={mode}", *overrides])
     torch.manual_seed(0)
     actor = Actor(cfg, rank, world, torch.device("cpu"))
     shard = fixed_batch(actor.model.config.vocab_size).split(world)[rank]

@@ -6,14 +6,12 @@ gradient itself, so equal weights mean equal gradients, and equal log-probs befo
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from rlhf.workers.base import free_port
+from update_runs import launch_ranks
 
 pytestmark = pytest.mark.slow
 
@@ -21,31 +19,9 @@ WORKER = Path(__file__).with_name("zero_variant_worker.py")
 REFERENCE = ["actor.zero_stage=2", "actor.fused_kernels=true"]
 
 
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 def run_variant(model_dir: Path, tmp_path: Path, name: str, overrides: list[str], world: int = 2) -> dict:
-    out, port = tmp_path / f"{name}.pt", free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(WORKER.parent), str(WORKER.parents[1]), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(model_dir), str(out), str(world), port, str(rank), *overrides],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(world)
-    ]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(log[-4000:] for log in logs)
+    out = tmp_path / f"{name}.pt"
+    launch_ranks(WORKER, world, [str(model_dir), str(out), str(world), str(free_port())], overrides)
     return torch.load(out)
 
 

@@ -1,4 +1,5 @@
-"""Launch `actor_update_worker.py` on 1 or more ranks for a list of update cases and read back their weights."""
+"""Launch a worker script on 1 or more ranks (one process each, a gloo world on a free port) and read back results:
+`actor_update_worker.py` for lists of update cases, `zero_variant_worker.py` for ZeRO-3 / offload variants."""
 
 from __future__ import annotations
 
@@ -26,15 +27,20 @@ def updated_weights(
         {"out": str(o), "micro": m, "mode": mode, "overrides": ov} for o, (m, mode, ov) in zip(outs, cases, strict=True)
     ]
     spec.write_text(json.dumps(specs))
+    launch_ranks(WORKER, world, [str(model_dir), str(world), str(free_port())], [str(spec)])
+    return [torch.load(o) for o in outs]
+
+
+def launch_ranks(script: Path, world: int, before_rank: list[str], after_rank: list[str]) -> None:
+    """Run `script <before_rank...> <rank> <after_rank...>` on ranks 0..world-1 at once; every one must succeed."""
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(WORKER.parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(script.parent), str(script.parents[1]), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
-    port = str(free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(model_dir), str(world), port, str(rank), str(spec)],
+            [sys.executable, str(script), *before_rank, str(rank), *after_rank],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -43,5 +49,4 @@ def updated_weights(
         for rank in range(world)
     ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
-    return [torch.load(o) for o in outs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-4000:] for log in logs)

@@ -16,12 +16,10 @@ os.environ["DS_ACCELERATOR"] = "cpu"
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from actor_update_worker import NUM_SEQS, RESPONSE_LEN, fixed_batch  # noqa: E402
+from actor_update_worker import fixed_batch, update_config  # noqa: E402
 from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus  # noqa: E402
 from rlhf.workers import actor as actor_module  # noqa: E402
 from rlhf.workers.engine import deepspeed_config, gathered_state_dict  # noqa: E402
-
-from recipes import compose_recipe  # noqa: E402
 
 
 def config_without_persistence(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
@@ -35,24 +33,7 @@ def main() -> None:
     world, rank = int(world), int(rank)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0")
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    cfg = compose_recipe(
-        "grpo_arith_tiny",
-        [
-            f"model.path={model_dir}",
-            "rollout.n=1",
-            f"data.train_batch_size={NUM_SEQS}",
-            f"actor.ppo_mini_batch_size={NUM_SEQS}",
-            "actor.micro_batch_size_per_device=2",
-            "actor.shuffle=false",
-            "actor.optim.name=SGD",
-            "actor.optim.lr=1.0",
-            "actor.optim.grad_clip=0",
-            "algorithm.use_kl_loss=false",
-            f"rollout.max_response_length={RESPONSE_LEN}",
-            "algorithm.entropy_coeff=0.01",
-            *overrides,
-        ],
-    )
+    cfg = update_config(model_dir, 2, overrides)
     actor_module.deepspeed_config = config_without_persistence
     torch.manual_seed(0)
     actor = actor_module.Actor(cfg, rank, world, torch.device("cpu"))
