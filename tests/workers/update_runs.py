@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -20,9 +21,9 @@ def updated_weights(
 ) -> list[dict[str, torch.Tensor]]:
     """Weights after one update per case (micro-batch size, loss_agg_mode, overrides), all on `world` ranks in one
     launch: one process per rank, one fresh actor per case."""
-    tag = f"w{world}_{len(list(tmp_path.glob('cases_*.json')))}"
-    outs = [tmp_path / f"{tag}_case{i}.pt" for i in range(len(cases))]
-    spec = tmp_path / f"cases_{tag}.json"
+    run_dir = Path(tempfile.mkdtemp(prefix=f"w{world}_", dir=tmp_path))  # one folder per launch
+    outs = [run_dir / f"case{i}.pt" for i in range(len(cases))]
+    spec = run_dir / "cases.json"
     specs = [
         {"out": str(o), "micro": m, "mode": mode, "overrides": ov} for o, (m, mode, ov) in zip(outs, cases, strict=True)
     ]
