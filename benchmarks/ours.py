@@ -22,10 +22,18 @@ EXPERIMENT = "bench"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
-def command(workload: Workload, dtype: str, steps: int, out: Path, python: str = sys.executable) -> list[str]:
+def command(
+    workload: Workload,
+    dtype: str,
+    steps: int,
+    out: Path,
+    python: str = sys.executable,
+    overrides: tuple[str, ...] = (),
+) -> list[str]:
     """`python -m rlhf.main` doing the workload's step for `steps` RL steps; metrics go to `metrics_file(out)`.
 
-    Paths are absolute so that the Ray workers find them whatever their working directory.
+    Paths are absolute so that the Ray workers find them whatever their working directory. `overrides` (Hydra
+    `key=value`, last) change how ours runs the same work, e.g. its layout or micro-batching, never the workload.
     """
     return [
         python,
@@ -47,6 +55,7 @@ def command(workload: Workload, dtype: str, steps: int, out: Path, python: str =
         f"trainer.experiment_name={EXPERIMENT}",
         "trainer.logger=[jsonl]",
         "trainer.resume=never",
+        *overrides,
     ]
 
 
@@ -77,10 +86,13 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True, help="trainer.output_dir of the run")
+    parser.add_argument("--override", action="append", default=[], help="extra Hydra key=value for ours (repeatable)")
     args = parser.parse_args()
     workload = get_workload(args.workload)
     build_workload(workload)
-    subprocess.run(command(workload, args.dtype, args.steps, args.out), cwd=ROOT, check=True)
+    subprocess.run(
+        command(workload, args.dtype, args.steps, args.out, overrides=tuple(args.override)), cwd=ROOT, check=True
+    )
     for record in read_steps(metrics_file(args.out), workload.num_samples):
         print(json.dumps({k: v for k, v in record.items() if k == "step" or k.startswith(("timing_s/", "perf/"))}))
 

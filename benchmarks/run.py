@@ -109,7 +109,9 @@ def clean_env(threads: int | None) -> dict[str, str]:
 def run_round(framework: str, workload: Workload, args: argparse.Namespace, out: Path) -> dict:
     """One fresh process of `framework` for args.steps steps; its process stats and its measured steps."""
     if framework == "ours":
-        cmd = ours.command(workload, args.dtype, args.steps, out, python=str(args.ours_python))
+        cmd = ours.command(
+            workload, args.dtype, args.steps, out, python=str(args.ours_python), overrides=tuple(args.ours_override)
+        )
         # A private Ray temp dir: ray.init() joins any cluster `ray start` left recorded in /tmp/ray (another
         # user's on a shared machine); the benchmark always starts its own. Short path: Ray's sockets live there.
         ray_tmp = tempfile.mkdtemp(prefix="bench-ray-", dir="/tmp")
@@ -159,6 +161,12 @@ def parse_args() -> argparse.Namespace:
         help="with --trl-vllm: vLLM in --dtype (match) or TRL's default (auto: bf16 for this fp32 checkpoint)",
     )
     parser.add_argument("--ours-python", type=Path, default=ROOT / ".venv" / "bin" / "python")
+    parser.add_argument(
+        "--ours-override",
+        action="append",
+        default=[],
+        help="extra Hydra key=value for ours, e.g. its layout (repeatable; recorded in the result file's args)",
+    )
     parser.add_argument(
         "--trl-python", type=Path, help="default: .bench/trl-venv (.bench/trl-vllm-venv with --trl-vllm)"
     )

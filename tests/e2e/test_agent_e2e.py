@@ -33,6 +33,7 @@ def test_agent_guess_number_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: 
             f"model.path={tiny_model_dir}",
             "model.build_tiny=false",
             f"data.builtin_dir={tmp_path / 'data'}",
+            "data.builtin_num_val=16",  # validation plays every held-out episode twice (steps 0 and 2): keep it short
             f"trainer.output_dir={tmp_path / 'out'}",
             "trainer.total_steps=2",
             "trainer.test_freq=2",

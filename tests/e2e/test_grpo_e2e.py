@@ -106,3 +106,40 @@ def test_grpo_zero3_without_fused_kernels(tiny_model_dir: Path, tmp_path: Path) 
     final = AutoModelForCausalLM.from_pretrained(run_dir / "final_model", dtype=torch.float32)
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), initial.parameters(), strict=True))
+
+
+def test_grpo_bf16_reports_the_rollout_mismatch_and_tis_absorbs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Issue 13, mixed precision: bf16 weights in training and rollout, fp32 master weights in DeepSpeed's optimizer.
+
+    The bf16 mismatch between vLLM's and the trainer's kernels is reported as it is (far above fp32's ~1e-6) and the
+    truncated importance weights against vLLM's log-probs absorb it (weights near 1, varying per token)."""
+    cfg = compose_recipe(
+        "grpo_arith_tiny",
+        [
+            *tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"),
+            "trainer.total_steps=2",
+            "trainer.save_freq=2",
+            "model.dtype=bfloat16",
+            "algorithm.rollout_is=token",
+        ],
+    )
+    run(cfg)
+    run_dir = tmp_path / "out" / cfg.trainer.project_name / cfg.trainer.experiment_name
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 1e-4 < row["rollout/logprob_diff_max"] < 0.5, row["rollout/logprob_diff_max"]
+        assert row["rollout_corr/is_weight_min"] < 1.0 < row["rollout_corr/is_weight_max"], row
+        assert abs(row["rollout_corr/is_weight_mean"] - 1.0) < 1e-2
+        assert 0 < row["actor/grad_norm"] < float("inf")
+    final = AutoModelForCausalLM.from_pretrained(run_dir / "final_model")
+    assert final.dtype == torch.bfloat16
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), initial.parameters(), strict=True))
+    # DeepSpeed's ZeRO optimizer steps an fp32 copy of the weights (its checkpoint holds that partition per rank).
+    (state_file,) = sorted(
+        (run_dir / "checkpoints" / "step_00000002" / "actor").rglob("*zero_pp_rank_0_*optim_states.pt")
+    )
+    state = torch.load(state_file, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+    masters = state["single_partition_of_fp32_groups"]
+    assert masters and all(t.dtype == torch.float32 for t in masters)
