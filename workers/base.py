@@ -134,6 +134,17 @@ def memory_metrics(device: torch.device) -> dict[str, float]:
     }
 
 
+def leave_distributed() -> None:
+    """Leave the torch.distributed world, through DeepSpeed when it joined it: DeepSpeed caches groups of the world,
+    which would outlive it and break the next engine built in this process ("Group ... is not registered")."""
+    if dist.is_initialized():
+        ds_comm = sys.modules.get("deepspeed.comm")
+        if ds_comm is not None and ds_comm.is_initialized():
+            ds_comm.destroy_process_group()
+        else:
+            dist.destroy_process_group()
+
+
 def free_port() -> int:
     """A TCP port that is free on this node right now (for the torch.distributed rendezvous)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -201,11 +212,5 @@ class Worker:
         logger.info("joined %s world of %d ranks at %s:%d", backend, self.world_size, master_addr, master_port)
 
     def shutdown(self) -> None:
-        """Leave the torch.distributed world (through DeepSpeed when it joined it: DeepSpeed caches groups of the
-        world, which would outlive it and break the next engine built in this process)."""
-        if dist.is_initialized():
-            ds_comm = sys.modules.get("deepspeed.comm")
-            if ds_comm is not None and ds_comm.is_initialized():
-                ds_comm.destroy_process_group()
-            else:
-                dist.destroy_process_group()
+        """Leave the torch.distributed world."""
+        leave_distributed()

@@ -16,7 +16,7 @@ import torch.distributed as dist  # noqa: E402
 from actor_update_worker import fixed_batch  # noqa: E402
 from peft import PeftModel  # noqa: E402
 from rlhf.workers.actor import Actor  # noqa: E402
-from rlhf.workers.base import free_port  # noqa: E402
+from rlhf.workers.base import free_port, leave_distributed  # noqa: E402
 from rlhf.workers.engine import save_engine, save_hf_model  # noqa: E402
 from rlhf.workers.logprob import response_log_probs  # noqa: E402
 from rlhf.workers.lora import adapter_weights, merged_weights, num_bytes  # noqa: E402
@@ -57,7 +57,7 @@ def actor(tiny_model_dir: Path) -> Iterator[Actor]:
     a.initial_lora = {n: p.detach().clone() for n, p in a.model.named_parameters()}  # type: ignore[attr-defined]
     a.metrics, _ = a.update(fixed_batch(a.model.config.vocab_size))  # type: ignore[attr-defined]
     yield a
-    dist.destroy_process_group()
+    leave_distributed()
 
 
 @pytest.fixture(scope="module")
