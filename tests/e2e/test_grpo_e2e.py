@@ -44,21 +44,34 @@ REQUIRED_METRICS = [
 ]
 
 
-def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
+def run_two_steps(tiny_model_dir: Path, tmp_path: Path, *overrides: str) -> tuple[Path, list[dict]]:
+    """A 2-step tiny GRPO run in this process: its run directory and its metrics rows."""
     cfg = compose_recipe(
         "grpo_arith_tiny",
-        [
-            *tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"),
-            "trainer.total_steps=2",
-            "trainer.test_freq=2",
-            "trainer.val_num_samples=2",
-            "trainer.num_devices_per_node=2",
-            "trainer.logger=[console,wandb,jsonl]",
-        ],
+        [*tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"), "trainer.total_steps=2", *overrides],
     )
     run(cfg)
     run_dir = tmp_path / "out" / cfg.trainer.project_name / cfg.trainer.experiment_name
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return run_dir, rows
+
+
+def weights_changed(model_dir: Path, initial_dir: Path, dtype: torch.dtype) -> bool:
+    """Whether any parameter of the saved model differs from the initial model's (both loaded in `dtype`)."""
+    final = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    initial = AutoModelForCausalLM.from_pretrained(initial_dir, dtype=dtype)
+    return any(not torch.equal(a, b) for a, b in zip(final.parameters(), initial.parameters(), strict=True))
+
+
+def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
+    run_dir, rows = run_two_steps(
+        tiny_model_dir,
+        tmp_path,
+        "trainer.test_freq=2",
+        "trainer.val_num_samples=2",
+        "trainer.num_devices_per_node=2",
+        "trainer.logger=[console,wandb,jsonl]",
+    )
     assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: validation of the initial policy
     assert "val-core/arith/acc/mean@1" in rows[0] and "timing_s/testing" in rows[0]
     rows = [r for r in rows[1:] if "critic/score/mean" in r]
@@ -89,23 +102,10 @@ def test_grpo_two_steps_two_ranks(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 def test_grpo_zero3_without_fused_kernels(tiny_model_dir: Path, tmp_path: Path) -> None:
     """ZeRO-3 partitions the weights; the sync gathers them, and trainer and vLLM log-probs still agree."""
-    cfg = compose_recipe(
-        "grpo_arith_tiny",
-        [
-            *tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"),
-            "trainer.total_steps=2",
-            "actor.zero_stage=3",
-            "actor.fused_kernels=false",
-        ],
-    )
-    run(cfg)
-    run_dir = tmp_path / "out" / cfg.trainer.project_name / cfg.trainer.experiment_name
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    run_dir, rows = run_two_steps(tiny_model_dir, tmp_path, "actor.zero_stage=3", "actor.fused_kernels=false")
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["rollout/logprob_diff_max"] < 1e-3 and r["actor/grad_norm"] > 0 for r in rows), rows
-    final = AutoModelForCausalLM.from_pretrained(run_dir / "final_model", dtype=torch.float32)
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), initial.parameters(), strict=True))
+    assert weights_changed(run_dir / "final_model", tiny_model_dir, torch.float32)
 
 
 def test_grpo_bf16_reports_the_rollout_mismatch_and_tis_absorbs_it(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -113,29 +113,17 @@ def test_grpo_bf16_reports_the_rollout_mismatch_and_tis_absorbs_it(tiny_model_di
 
     The bf16 mismatch between vLLM's and the trainer's kernels is reported as it is (far above fp32's ~1e-6) and the
     truncated importance weights against vLLM's log-probs absorb it (weights near 1, varying per token)."""
-    cfg = compose_recipe(
-        "grpo_arith_tiny",
-        [
-            *tiny_overrides(tiny_model_dir, tmp_path / "out", tmp_path / "data"),
-            "trainer.total_steps=2",
-            "trainer.save_freq=2",
-            "model.dtype=bfloat16",
-            "algorithm.rollout_is=token",
-        ],
+    run_dir, rows = run_two_steps(
+        tiny_model_dir, tmp_path, "trainer.save_freq=2", "model.dtype=bfloat16", "algorithm.rollout_is=token"
     )
-    run(cfg)
-    run_dir = tmp_path / "out" / cfg.trainer.project_name / cfg.trainer.experiment_name
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
         assert 1e-4 < row["rollout/logprob_diff_max"] < 0.5, row["rollout/logprob_diff_max"]
         assert row["rollout_corr/is_weight_min"] < 1.0 < row["rollout_corr/is_weight_max"], row
         assert abs(row["rollout_corr/is_weight_mean"] - 1.0) < 1e-2
         assert 0 < row["actor/grad_norm"] < float("inf")
-    final = AutoModelForCausalLM.from_pretrained(run_dir / "final_model")
-    assert final.dtype == torch.bfloat16
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
-    assert any(not torch.equal(a, b) for a, b in zip(final.parameters(), initial.parameters(), strict=True))
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "final_model").dtype == torch.bfloat16  # saved as trained
+    assert weights_changed(run_dir / "final_model", tiny_model_dir, torch.bfloat16)
     # DeepSpeed's ZeRO optimizer steps an fp32 copy of the weights (its checkpoint holds that partition per rank).
     (state_file,) = sorted(
         (run_dir / "checkpoints" / "step_00000002" / "actor").rglob("*zero_pp_rank_0_*optim_states.pt")
