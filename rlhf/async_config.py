@@ -59,6 +59,12 @@ def check_async_training(cfg: RLHFConfig) -> None:
             f"{a.max_staleness} updates old; set async_training.max_staleness=0 or choose another estimator",
         )
         _require(
+            cfg.algorithm.rollout_is is not None,
+            f"async_training.max_staleness={a.max_staleness} trains on samples of older weights: set "
+            "algorithm.rollout_is=token (or sequence) so the truncated importance weight min(pi_old / pi_rollout, "
+            "algorithm.rollout_is_threshold) corrects for them (algorithm.rollout_is is null)",
+        )
+        _require(
             not cfg.algorithm.dynamic_sampling.enable,
             f"algorithm.dynamic_sampling.enable=true with async_training.max_staleness={a.max_staleness}: DAPO's "
             "refill rounds are not pipelined; set async_training.max_staleness=0",

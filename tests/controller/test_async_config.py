@@ -12,6 +12,7 @@ from rlhf.config import RLHFConfig, validate
 from rlhf.schema import ConfigError
 
 SPLIT = ["async_training.placement=split"]
+IS = "algorithm.rollout_is=token"
 
 
 def tiny(tiny_model_dir: Path, *overrides: str) -> RLHFConfig:
@@ -29,8 +30,8 @@ def test_default_is_colocated_and_synchronous(tiny_model_dir: Path) -> None:
     "overrides",
     [
         SPLIT,
-        [*SPLIT, "async_training.max_staleness=1", "async_training.num_rollout_workers=2"],
-        [*SPLIT, "async_training.max_staleness=3", "algorithm.advantage=rloo"],
+        [*SPLIT, IS, "async_training.max_staleness=1", "async_training.num_rollout_workers=2"],
+        [*SPLIT, IS, "async_training.max_staleness=3", "algorithm.advantage=rloo"],
         [*SPLIT, "algorithm.advantage=remax"],  # ReMax is fine when every sample is on-policy
     ],
 )
@@ -47,11 +48,15 @@ def test_valid_split_configs(tiny_model_dir: Path, overrides: list[str]) -> None
         (["async_training.sync_timeout_s=0"], "async_training.sync_timeout_s=0.0 must be > 0"),
         (["async_training.max_staleness=1"], "async_training.max_staleness=1 needs async_training.placement=split"),
         (
-            [*SPLIT, "async_training.max_staleness=1", "algorithm.advantage=remax"],
+            [*SPLIT, "async_training.max_staleness=1"],
+            "async_training.max_staleness=1 trains on samples of older weights: set algorithm.rollout_is=token",
+        ),
+        (
+            [*SPLIT, IS, "async_training.max_staleness=1", "algorithm.advantage=remax"],
             "algorithm.advantage='remax' needs on-policy samples .* async_training.max_staleness=1",
         ),
         (
-            [*SPLIT, "async_training.max_staleness=2", "algorithm.dynamic_sampling.enable=true"],
+            [*SPLIT, IS, "async_training.max_staleness=2", "algorithm.dynamic_sampling.enable=true"],
             "algorithm.dynamic_sampling.enable=true with async_training.max_staleness=2",
         ),
         ([*SPLIT, "actor.lora.rank=4"], "actor.lora.rank=4 is not supported with async_training.placement=split"),
@@ -71,7 +76,7 @@ def test_a_plugin_estimator_can_declare_itself_on_policy_only(tiny_model_dir: Pa
     try:
         assert ADVANTAGE_ESTIMATORS.is_on_policy_only("test_current_policy_baseline")
         assert not ADVANTAGE_ESTIMATORS.is_on_policy_only("grpo")
-        cfg = tiny(tiny_model_dir, *SPLIT, "async_training.max_staleness=1")
+        cfg = tiny(tiny_model_dir, *SPLIT, IS, "async_training.max_staleness=1")
         cfg.algorithm.advantage = "test_current_policy_baseline"
         with pytest.raises(ConfigError, match="algorithm.advantage='test_current_policy_baseline' needs on-policy"):
             validate(cfg)
