@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,11 +25,21 @@ from rlhf.workers.rollout_worker import IDLE_KEY
 
 
 @dataclass
+class Generated:
+    """A generation restored from a checkpoint: already done, its result kept."""
+
+    batch: Batch
+
+    def result(self) -> Batch:
+        return self.batch
+
+
+@dataclass
 class InFlight:
     """One submitted generation: its prompts and the engine version that generates it."""
 
     prompts: Batch
-    pending: PendingCall
+    pending: PendingCall | Generated
     version: int
 
 
@@ -99,6 +110,23 @@ class RolloutPipeline:
         timings["timing_s/update_weights"] = timings.get("timing_s/update_weights", 0.0) + time.perf_counter() - start
         self.engine_version = self.policy_version
         return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """For a checkpoint (between steps): the versions and every generation ahead, waited for and kept with its
+        prompts and version, so a resumed run trains on exactly the samples the uninterrupted one would."""
+        return {
+            "policy_version": self.policy_version,
+            "engine_version": self.engine_version,
+            "in_flight": [(f.prompts, f.pending.result(), f.version) for f in self.in_flight],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's generations ahead. The engines were just given the checkpoint's weights, so they
+        hold `policy_version` (the uninterrupted run's engines did too whenever the bound had forced a sync after
+        the checkpoint's step, as it does every step with max_staleness=1)."""
+        self.policy_version = state["policy_version"]
+        self.engine_version = self.policy_version
+        self.in_flight = deque(InFlight(prompts, Generated(batch), v) for prompts, batch, v in state["in_flight"])
 
     def _trained_at(self) -> int:
         """The policy version a generation submitted now would be trained at."""

@@ -69,6 +69,8 @@ from rlhf.workers.group import WorkerDiedError
 
 logger = logging.getLogger(__name__)
 
+PIPELINE_STATE = "rollout_pipeline.pt"
+
 
 @contextmanager
 def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
@@ -148,6 +150,8 @@ class RLTrainer:
             a.max_staleness,
             steps_left=lambda: cfg.trainer.total_steps - self.global_step,
         )
+        if checkpoint is not None and (checkpoint.path / PIPELINE_STATE).is_file():
+            self.pipeline.load_state_dict(torch.load(checkpoint.path / PIPELINE_STATE, weights_only=False))
         self.tracker = Tracker(
             cfg.trainer.logger,
             cfg.trainer.project_name,
@@ -242,6 +246,7 @@ class RLTrainer:
             (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
             (directory / STEP_METRICS).write_text(json.dumps(step_metrics, default=float))
             torch.save(capture_rng_state(), directory / "controller_rng.pt")
+            torch.save(self.pipeline.state_dict(), directory / PIPELINE_STATE)  # generations ahead (async runs)
 
         start = time.perf_counter()
         self.checkpoints.save(self.global_step, write, self.checkpoint_meta)

@@ -88,3 +88,25 @@ def test_sync_brings_lagging_engines_to_the_trainer() -> None:
     assert client.events == ["gen1@0"]  # the last step: no sync needed for generation
     assert pipeline.sync({}) == {"perf/update_weights_bytes": 1.0} and client.events[-1] == "sync@1"
     assert pipeline.sync({}) == {}  # already current
+
+
+def test_a_checkpoint_keeps_the_generations_ahead_and_a_resume_trains_on_them() -> None:
+    resumed_client = RecordingClient()
+    drawn = iter(range(1, 100))
+    pipeline = RolloutPipeline(
+        resumed_client, lambda: Batch(meta={"index": next(drawn)}), 1, steps_left=lambda: 2 - len(taken)
+    )
+    taken: list[Batch] = []
+    _, batch, _ = pipeline.take({})
+    taken.append(batch)
+    resumed_client.trainer_weights = 1
+    pipeline.finish_step(True, {})
+    state = pipeline.state_dict()  # checkpoint after step 1: generation 2 (by weights 0) is ahead
+    assert [(p.meta["index"], b["sampled_by"].tolist(), v) for p, b, v in state["in_flight"]] == [(2, [0], 0)]
+
+    fresh = RolloutPipeline(RecordingClient(), lambda: Batch(meta={"index": 99}), 1, steps_left=lambda: 0)
+    fresh.load_state_dict(state)
+    prompts, batch, metrics = fresh.take({})
+    assert prompts.meta["index"] == 2 and batch["sampled_by"].tolist() == [0]  # not regenerated
+    assert metrics["async/staleness/max"] == 1.0  # as in the uninterrupted run's step 2
+    assert fresh.client.events == []
