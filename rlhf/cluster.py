@@ -8,6 +8,7 @@ tests/workers/test_dispatch.py fails when a wrapper and its worker method disagr
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from rlhf.workers.hybrid import ActorRolloutRefWorker
 from rlhf.workers.resource_pool import ResourcePool
 from rlhf.workers.reward import RewardWorker
 from rlhf.workers.reward_model import RewardModelWorker
+from rlhf.workers.rollout_worker import RolloutWorker
+from rlhf.workers.weight_transfer import TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,12 @@ class ActorRolloutRefGroup(WorkerGroup):
     def sync_weights(self) -> dict[str, float]:
         return self.call(ActorRolloutRefWorker.sync_weights)
 
+    def open_weight_sender(self, host: str, port: int, sync_world_size: int, timeout_s: float, peers: str) -> list:
+        return self.call(ActorRolloutRefWorker.open_weight_sender, host, port, sync_world_size, timeout_s, peers)
+
+    def send_weights(self, bucket_bytes: int) -> dict[str, float]:
+        return self.call(ActorRolloutRefWorker.send_weights, bucket_bytes)
+
     def save_hf_model(self, path: str) -> None:
         self.call(ActorRolloutRefWorker.save_hf_model, path)
 
@@ -55,6 +64,24 @@ class ActorRolloutRefGroup(WorkerGroup):
 
     def load_checkpoint(self, directory: str) -> None:
         self.call(ActorRolloutRefWorker.load_checkpoint, directory)
+
+
+class RolloutGroup(WorkerGroup):
+    """Split placement: the vLLM-only rollout workers (`async_training.num_rollout_workers` of them)."""
+
+    worker_cls = RolloutWorker
+
+    def init_model(self) -> None:
+        self.call(RolloutWorker.init_model)
+
+    def generate(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
+        return self.call(RolloutWorker.generate, batch, temperature=temperature, n=n)
+
+    def open_weight_receiver(self, host: str, port: int, sync_world_size: int, timeout_s: float, peers: str) -> None:
+        self.call(RolloutWorker.open_weight_receiver, host, port, sync_world_size, timeout_s, peers)
+
+    def receive_weights(self, specs: Sequence[TensorSpec], bucket_bytes: int) -> int:
+        return self.call(RolloutWorker.receive_weights, specs, bucket_bytes)
 
 
 class RewardGroup(WorkerGroup):
@@ -101,6 +128,8 @@ class Groups:
     reward: RewardGroup
     critic: CriticGroup | None = None
     reward_model: RewardModelGroup | None = None
+    rollout: RolloutGroup | None = None
+    """Split placement only: the vLLM engines (colocated: the policy group generates)."""
 
 
 def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
@@ -113,10 +142,11 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
     device = resolve_device(cfg.trainer.device)
     env = runtime_env(cfg.trainer, worker_env(cfg.trainer, device, cfg.rollout.kv_cache_gb))
     pool = rank_pool(cfg.trainer, device, "actor_rollout_ref")
+    split = cfg.async_training.is_split
     policy = ActorRolloutRefGroup(
         pool,
         "actor_rollout_ref",
-        dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref()),
+        dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref(), colocate_rollout=not split),
         env,
         balance_tokens=cfg.actor.balance_tokens,
     )
@@ -156,7 +186,11 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
             init_distributed=False,
             shares_bundles=shared,
         )
+    if split:
+        groups.rollout = create_rollout_group(cfg, device, env)
     policy.init_model()
+    if groups.rollout is not None:
+        groups.rollout.init_model()
     if groups.critic is not None:
         groups.critic.init_model()
     for group in (policy, groups.critic, groups.reward_model):
@@ -166,3 +200,18 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
     if groups.critic is not None and not shared:
         check_shared_storage(groups.critic, run_dir)
     return groups
+
+
+def create_rollout_group(cfg: RLHFConfig, device: str, env: dict) -> RolloutGroup:
+    """Split placement: `async_training.num_rollout_workers` vLLM workers on their own pool (one device each on
+    CUDA, trainer.cpus_per_worker CPUs each), outside the trainer's torch.distributed world."""
+    pool = ResourcePool.create(
+        cfg.async_training.num_rollout_workers,
+        cfg.trainer.cpus_per_worker,
+        device,
+        memory_gb_per_rank=cfg.trainer.memory_gb_per_worker,
+        role="rollout",
+        timeout_s=cfg.trainer.placement_timeout_s,
+        hint="set by async_training.num_rollout_workers, trainer.cpus_per_worker and trainer.memory_gb_per_worker",
+    )
+    return RolloutGroup(pool, "rollout", dict(cfg=cfg, device=device), env, init_distributed=False)

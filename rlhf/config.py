@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlhf.agent.config import AgentConfig, validate_agent_config
 from rlhf.agent.runtime import resolve_plugins
 from rlhf.algorithms.config import AlgorithmConfig
+from rlhf.async_config import AsyncTrainingConfig, check_async_training
 from rlhf.lora_config import VLLM_LORA_RANKS, ActorLoRAConfig, check_lora, model_config_for
 from rlhf.models.tiny import TinyModelSpec
 from rlhf.packing import validate_token_budget
@@ -337,6 +338,8 @@ class RLHFConfig:
     """Advantage estimator, policy loss and regularisers."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """Multi-turn, tool-using rollouts (off by default)."""
+    async_training: AsyncTrainingConfig = field(default_factory=AsyncTrainingConfig)
+    """Rollout placement (colocated or split) and the staleness bound of asynchronous training."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """The run."""
 
@@ -443,6 +446,7 @@ def validate(cfg: RLHFConfig) -> None:
     if a.lora.enabled:
         _validate_lora(cfg)
     cfg.algorithm.validate()
+    check_async_training(cfg)  # after the algorithm: its plugins may register on-policy-only estimators
     _validate_agent(cfg.agent)
     if rw.function is not None:
         # User code is resolved here, in the driver, so a wrong path fails in seconds instead of inside a worker.

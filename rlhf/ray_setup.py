@@ -153,7 +153,7 @@ def check_node_count(trainer: TrainerConfig) -> None:
         )
 
 
-def start_ray(trainer: TrainerConfig, run_dir: Path | None = None) -> None:
+def start_ray(trainer: TrainerConfig, run_dir: Path | None = None, extra_cpus: float = 0.0) -> None:
     """Connect to a cluster if one is named, else start a local Ray instance sized to the job.
 
     A cluster is joined with Ray's own settings (bind addresses, token authentication) untouched. A local instance
@@ -163,6 +163,7 @@ def start_ray(trainer: TrainerConfig, run_dir: Path | None = None) -> None:
     Args:
         trainer: the trainer config (`ray_address`, and the job size for the local instance's CPUs).
         run_dir: where the record of a local instance lives; None: `trainer.run_dir()`.
+        extra_cpus: CPUs reserved beside the trainer's ranks (split placement's rollout workers).
     """
     if ray.is_initialized():
         return
@@ -174,5 +175,5 @@ def start_ray(trainer: TrainerConfig, run_dir: Path | None = None) -> None:
         check_node_count(trainer)
         return
     world = trainer.nnodes * trainer.num_devices_per_node
-    num_cpus = max(os.cpu_count() or 1, int(world * trainer.cpus_per_worker) + 1)
+    num_cpus = max(os.cpu_count() or 1, int(world * trainer.cpus_per_worker + extra_cpus) + 1)
     start_local_ray(num_cpus, run_dir if run_dir is not None else trainer.run_dir())

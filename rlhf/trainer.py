@@ -8,8 +8,10 @@ One step (GRPO shown; PPO adds the critic's values and update):
     5. values        the critic's values, only for GAE
     6. advantages    KL-in-reward (optional), then the configured estimator
     7. update        critic, then actor (after the critic's warm-up), PPO epochs over mini-batches
-    8. sync          actor weights -> vLLM, so the next rollout is on-policy
-Every stage is timed as `timing_s/<stage>`.
+    8. sync          actor weights -> vLLM, so the next rollout is on-policy (with async_training.max_staleness=k,
+                     only when the rollout would otherwise fall more than k updates behind)
+Every stage is timed as `timing_s/<stage>`. Generation runs through `RolloutPipeline`: with a staleness bound the
+next batches generate (on split rollout workers) while this one trains.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from rlhf.metrics import data_metrics, mfu_metrics, throughput_metrics, update_f
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.ray_setup import resolve_device, start_ray
 from rlhf.rewards import check_data_sources
+from rlhf.rollout_client import make_rollout_client
+from rlhf.rollout_pipeline import RolloutPipeline
 from rlhf.schema import ConfigError
 from rlhf.sequences import last_token_index
 from rlhf.tracking import Tracker
@@ -64,6 +68,8 @@ from rlhf.validation import TABLE_COLUMNS, Validator
 from rlhf.workers.group import WorkerDiedError
 
 logger = logging.getLogger(__name__)
+
+PIPELINE_STATE = "rollout_pipeline.pt"
 
 
 @contextmanager
@@ -130,10 +136,22 @@ class RLTrainer:
         self.device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
         self.checkpoint_meta = CheckpointMeta.of_model(cfg.model.path, self.num_devices, cfg.actor.lora.rank)
         checkpoint = self.checkpoints.resolve(self.resume, self.checkpoint_meta)  # verified before Ray starts
-        start_ray(cfg.trainer, self.run_dir)
+        a = cfg.async_training
+        start_ray(
+            cfg.trainer, self.run_dir, extra_cpus=a.num_rollout_workers * cfg.trainer.cpus_per_worker * a.is_split
+        )
         self.groups = create_groups(cfg, self.run_dir)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
+        self.rollout_client = make_rollout_client(self.groups, a)  # split: the engines get the (resumed) weights
+        self.pipeline = RolloutPipeline(
+            self.rollout_client,
+            self.next_prompts,
+            a.max_staleness,
+            steps_left=lambda: cfg.trainer.total_steps - self.global_step,
+        )
+        if checkpoint is not None and (checkpoint.path / PIPELINE_STATE).is_file():
+            self.pipeline.load_state_dict(torch.load(checkpoint.path / PIPELINE_STATE, weights_only=False))
         self.tracker = Tracker(
             cfg.trainer.logger,
             cfg.trainer.project_name,
@@ -228,6 +246,7 @@ class RLTrainer:
             (directory / "trainer_state.json").write_text(json.dumps(state, indent=2))
             (directory / STEP_METRICS).write_text(json.dumps(step_metrics, default=float))
             torch.save(capture_rng_state(), directory / "controller_rng.pt")
+            torch.save(self.pipeline.state_dict(), directory / PIPELINE_STATE)  # generations ahead (async runs)
 
         start = time.perf_counter()
         self.checkpoints.save(self.global_step, write, self.checkpoint_meta)
@@ -266,17 +285,17 @@ class RLTrainer:
         )
 
     def train_step(self) -> dict[str, float]:
-        """Advance the global step on the next batch of prompts from the loader."""
+        """Advance the global step on the next batch the pipeline generated from the loader's prompts."""
         self.global_step += 1
-        return self.step(self.next_prompts())
+        return self.step()
 
-    def step(self, prompts: Batch) -> dict[str, float]:
-        """One RL step on a batch of prompts; returns its metrics."""
+    def step(self) -> dict[str, float]:
+        """One RL step on the next generated batch; returns its metrics."""
         g, algo = self.groups, self.cfg.algorithm
         timings: dict[str, float] = {}
         metrics: dict[str, float] = {}
         with timed(timings, "step"):
-            batch, rollout_metrics = self.rollout(prompts, timings)  # 1-2. generate and score
+            batch, rollout_metrics = self.rollout(timings)  # 1-2. generate (or take the batch generated ahead), score
             update_actor = self.global_step > self.cfg.critic.warmup_steps or g.critic is None
             if not (update_actor and self.old_log_prob_from_update):
                 with timed(timings, "old_log_prob"):  # 3. old log-prob (else the update's own forward gives them)
@@ -298,8 +317,10 @@ class RLTrainer:
                 metrics.update(result.meta["metrics"])
                 if len(result):  # on-policy: old_log_probs and entropy from the update's forward
                     batch.update(Batch(result.tensors))
-                with timed(timings, "update_weights"):  # 8. sync
-                    metrics.update(g.policy.sync_weights())
+            metrics.update(self.pipeline.finish_step(update_actor, timings))  # 8. sync (as the staleness bound needs)
+        step_s = timings["timing_s/step"]
+        metrics["async/idle_frac/actor"] = timings.get("timing_s/wait_rollout", 0.0) / step_s
+        metrics["async/idle_frac/rollout"] = min(1.0, rollout_metrics.get("timing_s/wait_train", 0.0) / step_s)
         metrics.update({**data_metrics(batch), **rollout_metrics, **timings})
         metrics.update(throughput_metrics(batch, timings, self.num_devices))
         if "timing_s/update_actor" in timings:
@@ -310,12 +331,15 @@ class RLTrainer:
         metrics["training/epoch"] = float(self.loader.epoch)
         return metrics
 
-    def rollout(self, prompts: Batch, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
-        """Generate and score; with DAPO dynamic sampling, keep generating until enough groups carry a signal."""
+    def rollout(self, timings: dict[str, float]) -> tuple[Batch, dict[str, float]]:
+        """Take the pipeline's next batch and score it; with DAPO dynamic sampling (synchronous only), keep
+        generating until enough groups carry a signal."""
         ds = self.cfg.algorithm.dynamic_sampling
-        batch = self.generate_and_score(prompts, timings)
+        with timed(timings, "gen"):
+            prompts, batch, async_metrics = self.pipeline.take(timings)
+        batch = self.score_generated(prompts, batch, timings)
         if not ds.enable:
-            return batch, {}
+            return batch, async_metrics
         target = self.cfg.data.train_batch_size
         kept, spare, num_gen, num_dropped = [], [], 1, 0
         while True:
@@ -335,6 +359,7 @@ class RLTrainer:
         chosen = set(list(dict.fromkeys(merged.non_tensors["uid"]))[:target])
         rows = [i for i, u in enumerate(merged.non_tensors["uid"]) if u in chosen]
         metrics = {
+            **async_metrics,
             "dapo/num_gen_batches": float(num_gen),
             "dapo/num_dropped_groups": float(num_dropped),
             "dapo/num_filled_groups": float(max(0, target - num_kept)),
@@ -342,10 +367,15 @@ class RLTrainer:
         return merged.index(rows), metrics
 
     def generate_and_score(self, prompts: Batch, timings: dict[str, float]) -> Batch:
-        """n responses per prompt with token_level_scores (rules and/or RM, DAPO overlong shaping, ReMax baseline)."""
-        g, algo = self.groups, self.cfg.algorithm
+        """n responses per prompt, generated now (DAPO's refill rounds), scored as `score_generated` does."""
         with timed(timings, "gen"):
-            batch = g.policy.generate(prompts)
+            batch = self.rollout_client.generate(prompts)
+        batch["policy_version"] = torch.full((len(batch),), self.pipeline.engine_version, dtype=torch.long)
+        return self.score_generated(prompts, batch, timings)
+
+    def score_generated(self, prompts: Batch, batch: Batch, timings: dict[str, float]) -> Batch:
+        """token_level_scores of the generated `batch` (rules and/or RM, DAPO overlong shaping, ReMax baseline)."""
+        algo = self.cfg.algorithm
         with timed(timings, "reward"):
             batch.update(self.score(batch))
             if algo.overlong.enable:
@@ -362,7 +392,7 @@ class RLTrainer:
         if algo.advantage == "remax":
             with timed(timings, "gen_baseline"):
                 # ReMax's baseline: the reward of the greedy response to the same prompt.
-                greedy = g.policy.generate(prompts, temperature=0.0, n=1)
+                greedy = self.rollout_client.generate(prompts, temperature=0.0, n=1)
                 baseline = self.score(greedy)["token_level_scores"].sum(-1)
                 batch["baseline_scores"] = baseline.repeat_interleave(self.cfg.rollout.n)
         return batch
@@ -425,8 +455,9 @@ class RLTrainer:
     def validate(self) -> dict[str, float]:
         """Held-out accuracy (greedy mean@1, sampled mean/best/maj@k) and a table of generations to the tracker."""
         start = time.perf_counter()
+        self.pipeline.sync({})  # with a staleness bound the engines may lag: validate the current policy
         metrics, table = self.validator.run(
-            lambda prompts, temperature, n: self.groups.policy.generate(prompts, temperature=temperature, n=n),
+            lambda prompts, temperature, n: self.rollout_client.generate(prompts, temperature=temperature, n=n),
             self.score,
         )
         if table:

@@ -10,6 +10,7 @@ call at once with an error that names the role, rank and node, instead of leavin
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 class WorkerDiedError(RuntimeError):
     """A worker process of a group died or raised; the message names role, rank and node."""
+
+
+class GroupTimeoutError(RuntimeError):
+    """Some ranks of a group did not answer a call within its deadline; the message names the role and ranks."""
 
 
 class WorkerGroup:
@@ -79,9 +84,13 @@ class WorkerGroup:
                         p.hostname, p.ip, p.gpu_ids or "none")  # fmt: skip
         if init_distributed:
             # Rank 0's node hosts the rendezvous; every other node connects to its address.
-            addr, port = self._gather([self.actors[0].rendezvous_address.remote()], ranks=[0])[0]
+            addr, port = self.rank0_address()
             backend = "nccl" if pool.device == "cuda" else "gloo"
             self._gather([a.init_distributed.remote(addr, port, backend) for a in self.actors])
+
+    def rank0_address(self) -> tuple[str, int]:
+        """Rank 0's node address and a port free there (a rendezvous: this group's world, or the weight sync's)."""
+        return self._gather([self.actors[0].rendezvous_address.remote()], ranks=[0])[0]
 
     def check_devices(self, device: str) -> None:
         """Every model of every worker sits on the device type its placement reserved (CUDA: on its own GPU).
@@ -124,6 +133,11 @@ class WorkerGroup:
             TypeError: `method` is not a dispatched method of this group's worker class, or a DP call without a Batch.
             WorkerDiedError: a rank died or raised.
         """
+        return self.submit(method, *args, **kwargs).result()
+
+    def submit(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> PendingCall:
+        """`call` without waiting: the ranks start now, `.result()` collects (asynchronous rollouts, the weight
+        sync's two sides running at once). A Ray actor runs its calls in submission order."""
         spec = dispatch_spec(method)
         name = method.__name__
         if getattr(self.worker_cls, name, None) is not method:
@@ -140,20 +154,25 @@ class WorkerGroup:
             refs = [getattr(a, name).remote(s, *args[1:], **kwargs) for a, s in zip(self.actors, shards, strict=True)]
         else:
             refs = [getattr(a, name).remote(*args, **kwargs) for a in self.actors]
-        result = spec.collect.apply(self._gather(refs))
-        if order is not None and spec.collect is Collect.CONCAT and len(result) == len(order):
-            inverse = torch.empty(len(order), dtype=torch.long)
-            inverse[torch.tensor(order)] = torch.arange(len(order))
-            result = result.index(inverse)  # back in the caller's row order
-        return result
+        return PendingCall(self, name, spec.collect, refs, order)
 
-    def _gather(self, refs: Sequence[ray.ObjectRef], ranks: Sequence[int] | None = None) -> list[Any]:
-        """ray.get in rank order, failing fast on the first rank that dies or raises."""
+    def _gather(
+        self, refs: Sequence[ray.ObjectRef], ranks: Sequence[int] | None = None, timeout_s: float | None = None
+    ) -> list[Any]:
+        """ray.get in rank order, failing fast on the first rank that dies or raises (or, with `timeout_s`, on the
+        deadline: GroupTimeoutError naming the ranks that did not answer)."""
         ranks = list(range(len(refs))) if ranks is None else list(ranks)
         rank_of = {ref: r for ref, r in zip(refs, ranks, strict=True)}
         pending = list(refs)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not done:
+                late = sorted(rank_of[ref] for ref in pending)
+                raise GroupTimeoutError(
+                    f"{self.role} worker rank(s) {late} of {self.world_size} did not answer within {timeout_s:g} s"
+                )
             ref = done[0]
             try:
                 ray.get(ref)
@@ -172,3 +191,33 @@ class WorkerGroup:
         """Stop every actor of the group now (no graceful shutdown)."""
         for a in self.actors:
             ray.kill(a, no_restart=True)
+
+
+class PendingCall:
+    """A group call in flight (`WorkerGroup.submit`): `result()` gathers and collects as the method declares."""
+
+    def __init__(
+        self, group: WorkerGroup, name: str, collect: Collect, refs: list[ray.ObjectRef], order: list[int] | None
+    ) -> None:
+        self.group, self.name, self.collect, self.refs, self.order = group, name, collect, refs, order
+        self._result: Any = None
+        self._has_result = False
+
+    def is_done(self) -> bool:
+        """Whether every rank has finished (without waiting)."""
+        done, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
+        return len(done) == len(self.refs)
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """The collected result (kept: a second call returns it again); raises WorkerDiedError (a rank died or
+        raised) or GroupTimeoutError (deadline)."""
+        if self._has_result:
+            return self._result
+        result = self.collect.apply(self.group._gather(self.refs, timeout_s=timeout_s))
+        order = self.order
+        if order is not None and self.collect is Collect.CONCAT and len(result) == len(order):
+            inverse = torch.empty(len(order), dtype=torch.long)
+            inverse[torch.tensor(order)] = torch.arange(len(order))
+            result = result.index(inverse)  # back in the caller's row order
+        self._result, self._has_result = result, True
+        return result

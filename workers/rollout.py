@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -131,10 +132,22 @@ class VLLMRollout:
             result = result.index(range(own_rows.start * n, own_rows.stop * n))
         return result
 
-    def sync_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
+    def sample(self, batch: Batch, temperature: float | None = None, n: int | None = None) -> Batch:
+        """`generate` with the rollout config's settings; `temperature` / `n` override them (validation, ReMax)."""
+        r = self.cfg.rollout
+        return self.generate(
+            batch,
+            n=r.n if n is None else n,
+            temperature=r.temperature if temperature is None else temperature,
+            top_p=r.top_p,
+            max_tokens=r.max_response_length,
+        )
+
+    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load the actor's current weights (HF names, lm_head included when tied) into the engine (with TP: into
-        this rank's shard, which takes its slice)."""
-        self.llm.collective_rpc("load_policy_weights", args=(named_tensors,))
+        this rank's shard, which takes its slice). An iterator is consumed lazily (split placement streams the
+        received buckets through it). Returns how many tensors were loaded."""
+        return self.llm.collective_rpc("load_policy_weights", args=(named_tensors,))[0]
 
     def lora_request(self) -> LoRARequest | None:
         """The adapter vLLM generates with (LoRA with adapter sync), else None (the engine's own weights)."""

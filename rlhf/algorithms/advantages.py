@@ -43,9 +43,12 @@ class AdvantageInputs:
 AdvantageFn = Callable[[AdvantageInputs, AlgorithmConfig], tuple[Tensor, Tensor]]
 
 
-def register_advantage(name: str, *, override: bool = False) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator registering an estimator under `name` (the value of `algorithm.advantage`)."""
-    return ADVANTAGE_ESTIMATORS.register(name, override=override)
+def register_advantage(
+    name: str, *, override: bool = False, on_policy_only: bool = False
+) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Decorator registering an estimator under `name` (the value of `algorithm.advantage`); `on_policy_only`
+    marks one whose maths needs the current policy's samples (refused with `async_training.max_staleness > 0`)."""
+    return ADVANTAGE_ESTIMATORS.register(name, override=override, on_policy_only=on_policy_only)
 
 
 def get_advantage_fn(name: str) -> AdvantageFn:
@@ -179,7 +182,8 @@ def reinforce_pp_baseline_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfi
     return advantages, advantages
 
 
-@register_advantage("remax")
+# The baseline is the *current* policy's greedy response: a stale engine would give another policy's baseline.
+@register_advantage("remax", on_policy_only=True)
 def remax_advantage(inputs: AdvantageInputs, cfg: AlgorithmConfig) -> tuple[Tensor, Tensor]:
     """ReMax (Li et al., 2023, arXiv:2310.10505): the greedy response's score as the baseline.
 

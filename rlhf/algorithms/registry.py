@@ -23,9 +23,14 @@ class Registry(Mapping[str, F], Generic[F]):
     def __init__(self, config_key: str) -> None:
         self.config_key = config_key
         self._entries: dict[str, F] = {}
+        self._on_policy_only: set[str] = set()
 
-    def register(self, name: str, *, override: bool = False) -> Callable[[F], F]:
-        """Decorator adding `fn` under `name`; re-using a name raises unless `override=True`."""
+    def register(self, name: str, *, override: bool = False, on_policy_only: bool = False) -> Callable[[F], F]:
+        """Decorator adding `fn` under `name`; re-using a name raises unless `override=True`.
+
+        `on_policy_only`: the entry's maths needs samples of the current policy (e.g. ReMax's greedy baseline), so
+        asynchronous training with a staleness bound refuses it at start-up.
+        """
 
         def decorator(fn: F) -> F:
             if name in self._entries and not override:
@@ -34,6 +39,10 @@ class Registry(Mapping[str, F], Generic[F]):
                     "pick another name or pass override=True"
                 )
             self._entries[name] = fn
+            if on_policy_only:
+                self._on_policy_only.add(name)
+            else:
+                self._on_policy_only.discard(name)
             return fn
 
         return decorator
@@ -41,6 +50,11 @@ class Registry(Mapping[str, F], Generic[F]):
     def unregister(self, name: str) -> None:
         """Remove `name` (for tests, and for plugins that re-register after a reload); KeyError if absent."""
         del self._entries[name]
+        self._on_policy_only.discard(name)
+
+    def is_on_policy_only(self, name: str) -> bool:
+        """Whether `name` was registered with `on_policy_only=True` (it cannot train on stale samples)."""
+        return name in self._on_policy_only
 
     def lookup(self, name: str) -> F:
         """The function registered as `name`; ValueError naming the config key and the choices otherwise.

@@ -12,10 +12,10 @@ from rlhf.workers.base import Collect, Mode, dispatch_spec  # noqa: E402
 from rlhf.workers.group import WorkerGroup  # noqa: E402
 
 from rlhf.batch import Batch  # noqa: E402
-from rlhf.cluster import ActorRolloutRefGroup, CriticGroup, RewardGroup, RewardModelGroup  # noqa: E402
+from rlhf.cluster import ActorRolloutRefGroup, CriticGroup, RewardGroup, RewardModelGroup, RolloutGroup  # noqa: E402
 from rlhf.sft_trainer import SFTGroup  # noqa: E402
 
-GROUPS = [ActorRolloutRefGroup, CriticGroup, RewardGroup, RewardModelGroup, SFTGroup]
+GROUPS = [ActorRolloutRefGroup, CriticGroup, RewardGroup, RewardModelGroup, RolloutGroup, SFTGroup]
 
 
 def wrappers(group: type[WorkerGroup]) -> dict[str, object]:
