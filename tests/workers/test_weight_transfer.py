@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-
 from rlhf.workers.base import free_port
 from rlhf.workers.weight_transfer import (
     TensorSpec,
