@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import statistics
 
-# Stages shown per framework, in table order. A stage a framework does not have (TRL: sync_weights) reads 0.
-STAGES = ("step", "gen", "reward", "old_log_prob", "update_actor", "sync_weights", "overhead")
+# Stages shown per framework, in table order, named as ours logs them (`timing_s/<stage>`; the weight sync is
+# `update_weights`). A stage a framework does not have (TRL with `generate`: the weight sync) reads 0.
+STAGES = ("step", "gen", "reward", "old_log_prob", "update_actor", "update_weights", "overhead")
 # The work stages: everything else in a step is orchestration (controller, dispatch, reward, advantages, padding).
-WORK_STAGES = ("gen", "old_log_prob", "ref", "update_actor", "sync_weights")
+WORK_STAGES = ("gen", "old_log_prob", "ref", "update_actor", "update_weights")
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -24,7 +25,7 @@ def spread(values: list[float]) -> dict[str, float]:
 def step_view(record: dict[str, float]) -> dict[str, float]:
     """One step's stages (s), token counts and rates from a framework's record.
 
-    Overhead = step - (gen + old_log_prob + ref + update_actor + sync_weights), as in scripts/bench_step.py.
+    Overhead = step - (gen + old_log_prob + ref + update_actor + update_weights), as in scripts/bench_step.py.
     """
     t = {s: float(record.get(f"timing_s/{s}", 0.0)) for s in (*STAGES, "ref")}
     t["overhead"] = t["step"] - sum(t[s] for s in WORK_STAGES)

@@ -116,7 +116,7 @@ class StepRecorder(TrainerCallback):
             "step": state.global_step,
             "timing_s/step": step_s,
             "timing_s/gen": t["gen"] - t["sync_weights"],  # TRL syncs vLLM's weights inside _generate
-            "timing_s/sync_weights": t["sync_weights"],
+            "timing_s/update_weights": t["sync_weights"],  # the name ours logs its weight sync under
             "timing_s/reward": t["reward"],
             "timing_s/old_log_prob": t["old_log_prob"],
             "timing_s/gen_and_score": t["gen_and_score"],

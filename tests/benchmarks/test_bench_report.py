@@ -55,7 +55,7 @@ def record(step: float, gen: float, update: float, tokens: float, response_token
 
 def test_step_view_counts_what_no_work_stage_covers_as_overhead() -> None:
     view = report.step_view(
-        record(10.0, 4.0, 3.0, 1000.0, 800.0, **{"timing_s/old_log_prob": 1.5, "timing_s/sync_weights": 0.5})
+        record(10.0, 4.0, 3.0, 1000.0, 800.0, **{"timing_s/old_log_prob": 1.5, "timing_s/update_weights": 0.5})
     )
     assert view["overhead"] == pytest.approx(1.0)  # 10 - (4 + 1.5 + 3 + 0.5)
     assert view["tokens_per_s"] == pytest.approx(100.0)
@@ -71,7 +71,7 @@ def test_summaries_ratios_and_floor() -> None:
     assert ratios["step"] == pytest.approx(11.0 / 18.0)
     assert ratios["step_best_vs_best"] == pytest.approx(10.0 / 16.0)
     assert ratios["update_actor"] == pytest.approx(0.5)
-    assert "sync_weights" not in ratios  # zero in TRL: no ratio
+    assert "update_weights" not in ratios  # zero in TRL: no ratio
     floor = report.floor_seconds(num_params=25_000_000, tokens=10_000, peak_gflops=100.0, vllm_seconds=2.0)
     assert floor["train_s"] == pytest.approx(15.0)  # 6 * 25e6 * 1e4 / 1e11
     assert floor["step_s"] == pytest.approx(17.0)
