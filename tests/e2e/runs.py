@@ -105,3 +105,19 @@ def kill_tree(driver: subprocess.Popen) -> None:
         except psutil.NoSuchProcess:
             continue
     psutil.wait_procs(tree, timeout=30)
+
+
+def kill_at_checkpoint_then_resume(
+    tiny_model_dir: Path, out_dir: Path, data_dir: Path, *overrides: str, logs: Path, step: int, timeout: float = 600
+) -> str:
+    """Start a run, SIGKILL it (driver and its local Ray) once its step-`step` checkpoint is complete, then run the same
+    command to the end; returns the resumed run's log (asserting it exited 0)."""
+    proc = start_run(tiny_model_dir, out_dir, data_dir, *overrides, log=logs / "killed.log")
+    checkpoint = out_dir / "rlhf" / "grpo_arith_tiny" / "checkpoints" / f"step_{step:08d}" / "COMPLETE"
+    wait_for(checkpoint.exists, timeout=timeout, what=f"the step-{step} checkpoint")
+    kill_tree(proc)  # no clean-up of any kind
+    proc.wait(timeout=30)
+    resumed = run_to_end(tiny_model_dir, out_dir, data_dir, *overrides, log=logs / "resumed.log", timeout=timeout)
+    log = (logs / "resumed.log").read_text()
+    assert resumed.returncode == 0, log[-3000:]
+    return log

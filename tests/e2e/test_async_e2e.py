@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runs import kill_tree, metrics, run_to_end, start_run, wait_for
+from runs import kill_at_checkpoint_then_resume, metrics, start_run
 
 pytestmark = pytest.mark.slow
 
@@ -86,18 +86,10 @@ def test_sigkill_then_resume_keeps_the_generations_in_flight(tiny_model_dir: Pat
     common = [*COMMON[1:], *MODES["split_stale1"], "trainer.total_steps=4", "trainer.save_freq=2"]
     reference = start_run(tiny_model_dir, tmp_path / "a", tmp_path / "data_a", *common, log=tmp_path / "a.log")
     out = tmp_path / "b"
-    proc = start_run(tiny_model_dir, out, tmp_path / "data", *common, log=tmp_path / "b1.log")
-    checkpoint = out / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000002" / "COMPLETE"
-    wait_for(checkpoint.exists, timeout=600, what="the step-2 checkpoint")
-    kill_tree(proc)  # the driver and its local Ray, without any clean-up
-    proc.wait(timeout=30)
+    log = kill_at_checkpoint_then_resume(tiny_model_dir, out, tmp_path / "data", *common, logs=tmp_path, step=2)
     reference.wait(timeout=600)
     assert reference.returncode == 0, (tmp_path / "a.log").read_text()[-3000:]
     expected = {row["step"]: row for row in metrics(tmp_path / "a")}
-
-    resumed = run_to_end(tiny_model_dir, out, tmp_path / "data", *common, log=tmp_path / "b2.log")
-    log = (tmp_path / "b2.log").read_text()
-    assert resumed.returncode == 0, log[-3000:]
     assert "resumed from" in log
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]

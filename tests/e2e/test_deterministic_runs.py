@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from runs import kill_tree, loads_in_vllm, metrics, run_to_end, start_run, wait_for
+from runs import kill_at_checkpoint_then_resume, loads_in_vllm, metrics, run_to_end
 from transformers import AutoModelForCausalLM
 
 pytestmark = pytest.mark.slow
@@ -60,15 +60,7 @@ def test_sigkill_then_resume_gives_the_same_metrics(
     reference: dict[int, dict], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    proc = start_run(tiny_model_dir, out, tmp_path / "data", *COMMON, log=tmp_path / "b1.log")
-    checkpoint = out / "rlhf" / "grpo_arith_tiny" / "checkpoints" / "step_00000002" / "COMPLETE"
-    wait_for(checkpoint.exists, timeout=300, what="the step-2 checkpoint")
-    kill_tree(proc)  # the driver and its local Ray, without any clean-up
-    proc.wait(timeout=30)
-
-    resumed = run_to_end(tiny_model_dir, out, tmp_path / "data", *COMMON, log=tmp_path / "b2.log")
-    log = (tmp_path / "b2.log").read_text()
-    assert resumed.returncode == 0, log[-3000:]
+    log = kill_at_checkpoint_then_resume(tiny_model_dir, out, tmp_path / "data", *COMMON, logs=tmp_path, step=2)
     assert "resumed from" in log
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # no step lost, none logged twice
