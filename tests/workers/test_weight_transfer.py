@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import time
 
@@ -46,7 +47,10 @@ def _receiver(port: int, bucket_bytes: int, timeout_s: float, die_after_handshak
         if die_after_handshake:
             return  # the process exits: the sender's next collective finds no peer
         received = [(n, t.clone()) for n, t in receive_weights(link, tensor_specs(weights()), bucket_bytes)]
-        out.put(("ok", received))
+        # Bytes, not tensors: a tensor on a queue is shared by file descriptor, which is gone once this process exits.
+        buffer = io.BytesIO()
+        torch.save(received, buffer)
+        out.put(("ok", buffer.getvalue()))
     except Exception as e:
         out.put(("error", f"{type(e).__name__}: {e}"))
 
@@ -65,9 +69,10 @@ def test_receiver_gets_the_exact_tensors(bucket_bytes: int) -> None:
     proc, out = _start_receiver(port, bucket_bytes, 60.0)
     link = open_link("127.0.0.1", port, 0, 2, torch.device("cpu"), 60.0, PEERS)
     sent = send_weights(link, weights(), bucket_bytes)
-    status, received = out.get(timeout=60)
+    status, payload = out.get(timeout=60)
     proc.join(timeout=30)
-    assert status == "ok", received
+    assert status == "ok", payload
+    received = torch.load(io.BytesIO(payload))
     assert sent == sum(t.numel() * t.element_size() for _, t in weights())
     for (name, want), (got_name, got) in zip(weights(), received, strict=True):
         assert name == got_name and got.dtype == want.dtype and torch.equal(got, want), name
