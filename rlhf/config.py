@@ -303,7 +303,7 @@ class TrainerConfig:
     resume: str = "auto"
     """auto: the newest complete checkpoint of this run dir, if any; never; or a checkpoint directory."""
     max_restarts: Annotated[int, COUNT] = 0
-    """After a worker dies: restart the worker groups and resume from the last checkpoint, up to N times."""
+    """After a worker dies or a weight sync fails: restart the worker groups from the last checkpoint, up to N times."""
     max_consecutive_skipped_updates: Annotated[int, POSITIVE_INT] = 3
     """Stop the run after this many NaN/inf updates in a row."""
     deterministic: bool = False

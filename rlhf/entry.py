@@ -111,7 +111,8 @@ def exit_on_config_error(run: Callable[[], object]) -> None:
 def run_trainer(
     make_trainer: Callable[[str], Trainer], resume: str, max_restarts: int, run_dir: Path
 ) -> dict[str, float]:
-    """setup -> fit -> cleanup; after a worker dies, restart from the newest checkpoint up to `max_restarts` times.
+    """setup -> fit -> cleanup; after a worker dies or a weight sync fails, restart from the newest checkpoint, up
+    to `max_restarts` times.
 
     Args:
         make_trainer: builds a fresh trainer for a resume mode (`trainer.resume`, then "auto" after a restart).
@@ -121,6 +122,7 @@ def run_trainer(
     """
     # Imported here on purpose: it pulls in Ray (~2 s), and a config error must be reported before that.
     from rlhf.workers.group import WorkerDiedError  # noqa: PLC0415
+    from rlhf.workers.weight_transfer import WeightSyncError  # noqa: PLC0415
 
     for attempt in range(max_restarts + 1):
         trainer = make_trainer(resume)
@@ -130,11 +132,11 @@ def run_trainer(
             if (run_dir / "metrics.jsonl").exists():
                 logger.info("curves: %s\n%s", plot_run(run_dir), summarize_run(run_dir))
             return metrics
-        except WorkerDiedError:
+        except (WorkerDiedError, WeightSyncError):  # a sync fails when either side dies or hangs
             if attempt == max_restarts:
                 raise
             logger.exception(
-                "a worker died; restarting the worker groups from the last checkpoint "
+                "a worker died or a weight sync failed; restarting the worker groups from the last checkpoint "
                 "(restart %d of trainer.max_restarts=%d)",
                 attempt + 1,
                 max_restarts,

@@ -122,8 +122,9 @@ class RolloutPipeline:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint's generations ahead. The engines were just given the checkpoint's weights, so they
-        hold `policy_version` (the uninterrupted run's engines did too whenever the bound had forced a sync after
-        the checkpoint's step, as it does every step with max_staleness=1)."""
+        hold `policy_version`. The uninterrupted run's engines may lag it only when no generation is left to submit
+        (the bound syncs them before any other), so the resumed run samples what it would have, for every
+        max_staleness (tests/controller/test_rollout_pipeline.py)."""
         self.policy_version = state["policy_version"]
         self.engine_version = self.policy_version
         self.in_flight = deque(InFlight(prompts, Generated(batch), v) for prompts, batch, v in state["in_flight"])

@@ -8,8 +8,11 @@ measures how long it sat idle between calls, which the trainer reports as `timin
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch
 from rlhf.workers.weight_transfer import SyncLink, TensorSpec, open_link, receive_weights
@@ -19,6 +22,11 @@ from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
 
 logger = logging.getLogger(__name__)
+
+DIE_MID_SYNC_ENV = "RLHF_TESTING_ROLLOUT_DIES_AT_SYNC"
+"""Fault injection for tests, as Ray's RAY_testing_* variables: "N:PATH" makes rollout worker 0 SIGKILL itself after
+the first tensor of its N-th weight sync (the first is the one at start-up), once: it creates PATH before dying and
+never dies while PATH exists, so the run restarted after the death goes on."""
 
 IDLE_KEY = "rollout_idle_s"
 """Batch.meta key of a generated batch: seconds this worker waited for work since its previous call ended."""
@@ -31,6 +39,7 @@ class RolloutWorker(Worker):
         super().__init__(role, rank, world_size)
         self.cfg, self.device = cfg, device_of(device)
         self.weight_link: SyncLink | None = None
+        self.num_syncs = 0
         self.idle_since = time.perf_counter()
 
     @dispatch(Mode.ALL, Collect.NONE)
@@ -62,7 +71,19 @@ class RolloutWorker(Worker):
     def receive_weights(self, specs: Sequence[TensorSpec], bucket_bytes: int) -> int:
         """Load the weights trainer rank 0 broadcasts, bucket by bucket. Returns how many tensors were loaded."""
         assert self.weight_link is not None, "open_weight_receiver must run before receive_weights"
+        self.num_syncs += 1
         try:
-            return self.rollout.sync_weights(receive_weights(self.weight_link, specs, bucket_bytes))
+            return self.rollout.sync_weights(self._maybe_die(receive_weights(self.weight_link, specs, bucket_bytes)))
         finally:
             self.idle_since = time.perf_counter()
+
+    def _maybe_die(self, tensors: Iterator[tuple]) -> Iterator[tuple]:
+        """`tensors`, unless DIE_MID_SYNC_ENV asks this worker to die in this sync (after its first tensor)."""
+        when, _, marker = os.environ.get(DIE_MID_SYNC_ENV, "").partition(":")
+        dies = self.rank == 0 and when.isdigit() and int(when) == self.num_syncs and not Path(marker).exists()
+        for index, item in enumerate(tensors):
+            yield item
+            if dies and index == 0:
+                Path(marker).touch()
+                logger.warning("%s: rollout worker 0 kills itself in weight sync %d", DIE_MID_SYNC_ENV, self.num_syncs)
+                os.kill(os.getpid(), signal.SIGKILL)

@@ -110,3 +110,41 @@ def test_a_checkpoint_keeps_the_generations_ahead_and_a_resume_trains_on_them() 
     assert prompts.meta["index"] == 2 and batch["sampled_by"].tolist() == [0]  # not regenerated
     assert metrics["async/staleness/max"] == 1.0  # as in the uninterrupted run's step 2
     assert fresh.client.events == []
+
+
+@pytest.mark.parametrize("max_staleness", [1, 2, 3])
+@pytest.mark.parametrize("checkpoint_step", [1, 2, 3, 4])
+def test_a_resume_from_any_step_samples_what_the_uninterrupted_run_does(
+    max_staleness: int, checkpoint_step: int
+) -> None:
+    """Each batch's prompts and the weights that sampled it, resumed at `checkpoint_step` vs uninterrupted: the same
+    at every bound (a resumed run's engines start from the checkpoint's weights, which the uninterrupted run's
+    engines hold whenever they still have a generation to sample)."""
+
+    def trained(resume: bool) -> list[tuple[int, int]]:
+        num_steps, client, seen = 6, RecordingClient(), []
+        state = {"drawn": 0, "step": 0}  # the loader's position and the trainer's step (both in a checkpoint)
+
+        def next_prompts() -> Batch:
+            state["drawn"] += 1
+            return Batch(meta={"index": state["drawn"]})
+
+        def new_pipeline(client: RecordingClient) -> RolloutPipeline:
+            return RolloutPipeline(client, next_prompts, max_staleness, steps_left=lambda: num_steps - state["step"])
+
+        pipeline = new_pipeline(client)
+        for step in range(1, num_steps + 1):
+            state["step"] = step  # the trainer counts the step before it takes the batch
+            prompts, batch, _ = pipeline.take({})
+            seen.append((prompts.meta["index"], batch["sampled_by"].item()))
+            client.trainer_weights += 1
+            pipeline.finish_step(True, {})
+            if resume and step == checkpoint_step:  # a new process: engines loaded from the checkpoint's weights
+                checkpoint = pipeline.state_dict()
+                client = RecordingClient()
+                client.engine_weights = client.trainer_weights = step
+                pipeline = new_pipeline(client)
+                pipeline.load_state_dict(checkpoint)
+        return seen
+
+    assert trained(resume=True) == trained(resume=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,11 +31,21 @@ def tiny_overrides(tiny_model_dir: Path, out_dir: Path, data_dir: Path) -> list[
     ]
 
 
-def start_run(tiny_model_dir: Path, out_dir: Path, data_dir: Path, *overrides: str, log: Path) -> subprocess.Popen:
-    """The tiny GRPO recipe as a driver subprocess (its own process group), output to `log`."""
+def start_run(
+    tiny_model_dir: Path, out_dir: Path, data_dir: Path, *overrides: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """The tiny GRPO recipe as a driver subprocess (its own process group), output to `log`; `env` adds variables
+    (its local Ray's workers inherit them)."""
     args = [sys.executable, "-m", "rlhf.main", "--config-name", "grpo_arith_tiny"]
     args += [*tiny_overrides(tiny_model_dir, out_dir, data_dir), *overrides]
-    return subprocess.Popen(args, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def run_to_end(*args: object, timeout: float = 600, **kwargs: object) -> subprocess.Popen:

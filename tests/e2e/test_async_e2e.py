@@ -4,6 +4,11 @@ Three deterministic runs of the tiny recipe, side by side (each its own local Ra
 synchronous, split with max_staleness=0 and split with max_staleness=1. Per-request sampling seeds come from the
 prompt batch, so split synchronous training must reproduce the colocated run's numbers: same samples, same updates,
 and a weight sync over gloo that lands exactly (vLLM's log-probs match the trainer's after every sync).
+
+The split synchronous run also loses its rollout worker in the middle of a weight sync: the worker SIGKILLs itself
+after the first tensor of the sync that follows step 2 (DIE_MID_SYNC_ENV), the trainer's sync fails with
+WeightSyncError naming both sides, and trainer.max_restarts restarts the groups from the step-1 checkpoint. Its
+metrics must still equal the uninterrupted colocated run's.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rlhf.workers.rollout_worker import DIE_MID_SYNC_ENV
 from runs import kill_at_checkpoint_then_resume, metrics, start_run
 
 pytestmark = pytest.mark.slow
@@ -28,6 +34,12 @@ MODES = {
     "split_sync": [*SPLIT, "async_training.max_staleness=0"],
     "split_stale1": [*SPLIT, "async_training.max_staleness=1", "async_training.sync_bucket_mb=0.25"],
 }
+KILL_MID_SYNC = [  # small buckets, so the sender is still broadcasting when the receiver dies
+    "trainer.max_restarts=1",
+    "trainer.save_freq=1",
+    "async_training.sync_bucket_mb=0.01",
+    "async_training.sync_timeout_s=60",
+]
 COMPARED = [
     "critic/score/mean",
     "actor/pg_loss",
@@ -41,17 +53,32 @@ COMPARED = [
 @pytest.fixture(scope="module")
 def runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     root = tmp_path_factory.mktemp("async")
-    procs = {
-        mode: start_run(tiny_model_dir, root / mode, root / f"data_{mode}", *COMMON, *extra, log=root / f"{mode}.log")
-        for mode, extra in MODES.items()
-    }
+    fault = {"split_sync": (KILL_MID_SYNC, {DIE_MID_SYNC_ENV: f"3:{root / 'rollout_worker_died'}"})}
+    procs = {}
+    for mode, extra in MODES.items():
+        more, env = fault.get(mode, ([], {}))
+        log = root / f"{mode}.log"
+        procs[mode] = start_run(
+            tiny_model_dir, root / mode, root / f"data_{mode}", *COMMON, *extra, *more, log=log, env=env
+        )
     found = {}
     for mode, proc in procs.items():
         proc.wait(timeout=900)
         assert proc.returncode == 0, (root / f"{mode}.log").read_text()[-4000:]
         found[mode] = metrics(root / mode)
         assert [r["step"] for r in found[mode]] == list(range(1, NUM_STEPS + 1)), mode
+    found["split_sync_log"] = (root / "split_sync.log").read_text()
     return found
+
+
+def test_a_rollout_worker_killed_mid_sync_fails_the_sync_by_name_and_the_run_restarts(runs: dict) -> None:
+    log = runs["split_sync_log"]
+    assert f"{DIE_MID_SYNC_ENV}: rollout worker 0 kills itself in weight sync 3" in log
+    # The sync names both sides (the rollout worker's node is this machine's) and what it was doing.
+    assert "WeightSyncError: weight sync trainer rank 0 on " in log and "-> rollout worker(s) 0..0 on " in log
+    assert "failed while syncing weights (async_training.sync_timeout_s=60)" in log
+    assert "restart 1 of trainer.max_restarts=1" in log
+    assert "step_00000001 at step 1" in log.split("resumed from", 1)[-1].splitlines()[0], "resumed from step 1"
 
 
 def test_split_synchronous_gives_the_colocated_metrics(runs: dict[str, list[dict]]) -> None:
