@@ -139,3 +139,9 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         """Move every tensor to `device` (returns a new Batch sharing non-tensor lists)."""
         return Batch({k: v.to(device) for k, v in self.tensors.items()}, self.non_tensors, self.meta)
+
+
+def group_ids(uids: list[str]) -> torch.Tensor:
+    """[B] long: one integer per distinct prompt uid (a prompt's group of n responses), in order of first appearance."""
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(u, len(index)) for u in uids], dtype=torch.long)

@@ -106,6 +106,16 @@ def throughput_metrics(batch: Batch, timings: dict[str, float], num_devices: int
     }
 
 
+def approx_num_params(config: object) -> int:
+    """Parameters of a decoder-only transformer from its config (for MFU); 0 when the shape is unknown."""
+    try:
+        h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size  # type: ignore[attr-defined]
+        inter = config.intermediate_size  # type: ignore[attr-defined]
+    except AttributeError:
+        return 0
+    return layers * (4 * h * h + 3 * h * inter) + vocab * h
+
+
 def update_flops(num_params: int, attention_flops_per_token_pair: float, seq_lengths: list[int], passes: int) -> float:
     """FLOPs of `passes` forward+backward passes over sequences of `seq_lengths` tokens (verl's FlopsCounter form).
 

@@ -33,15 +33,8 @@ from transformers import AutoConfig, AutoTokenizer
 
 from rlhf.agent.env import row_tool_schemas
 from rlhf.agent.runtime import resolve_plugins
-from rlhf.algorithms import (
-    AdvantageInputs,
-    apply_kl_penalty,
-    get_advantage_fn,
-    make_kl_controller,
-    overlong_reward_penalty,
-    select_informative_groups,
-)
-from rlhf.batch import Batch
+from rlhf.algorithms import AdvantageInputs, apply_kl_penalty, get_advantage_fn, make_kl_controller
+from rlhf.batch import Batch, group_ids
 from rlhf.checkpoint import (
     STEP_METRICS,
     CheckpointError,
@@ -55,14 +48,15 @@ from rlhf.cluster import Groups, create_groups
 from rlhf.config import RLHFConfig
 from rlhf.data import PromptDataLoader
 from rlhf.data.tokenize import ToolsOf
-from rlhf.metrics import data_metrics, mfu_metrics, throughput_metrics, update_flops
+from rlhf.dynamic_sampling import fill_with_informative_groups
+from rlhf.metrics import approx_num_params, data_metrics, mfu_metrics, throughput_metrics, update_flops
 from rlhf.prompts import load_split, resolve_data_files, rows_to_batch
 from rlhf.ray_setup import resolve_device, start_ray
 from rlhf.rewards import check_data_sources
 from rlhf.rollout_client import make_rollout_client
 from rlhf.rollout_pipeline import RolloutPipeline
 from rlhf.schema import ConfigError
-from rlhf.sequences import last_token_index
+from rlhf.scoring import Scorer
 from rlhf.tracking import Tracker
 from rlhf.validation import TABLE_COLUMNS, Validator
 from rlhf.workers.group import WorkerDiedError
@@ -79,12 +73,6 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     yield
     key = f"timing_s/{stage}"
     timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
-
-
-def group_ids(uids: list[str]) -> torch.Tensor:
-    """[B] long: one integer per distinct prompt uid, in order of first appearance."""
-    index: dict[str, int] = {}
-    return torch.tensor([index.setdefault(u, len(index)) for u in uids], dtype=torch.long)
 
 
 class RLTrainer:
@@ -127,7 +115,7 @@ class RLTrainer:
         self.old_log_prob_from_update = old_log_prob_from_update(cfg)
         self.num_devices = cfg.trainer.nnodes * cfg.trainer.num_devices_per_node
         model_config = AutoConfig.from_pretrained(cfg.model.path)
-        self.num_params = _approx_num_params(model_config)
+        self.num_params = approx_num_params(model_config)
         # verl's attention term: 6 x hidden x layers FLOPs per pair of tokens of one sequence (forward + backward).
         self.attention_flops = (
             6 * getattr(model_config, "hidden_size", 0) * getattr(model_config, "num_hidden_layers", 0)
@@ -144,6 +132,7 @@ class RLTrainer:
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         self.rollout_client = make_rollout_client(self.groups, a)  # split: the engines get the (resumed) weights
+        self.scorer = Scorer(cfg, self.groups, self.rollout_client.generate)
         self.pipeline = RolloutPipeline(
             self.rollout_client,
             self.next_prompts,
@@ -340,31 +329,13 @@ class RLTrainer:
         batch = self.score_generated(prompts, batch, timings)
         if not ds.enable:
             return batch, async_metrics
-        target = self.cfg.data.train_batch_size
-        kept, spare, num_gen, num_dropped = [], [], 1, 0
-        while True:
-            informative = select_informative_groups(
-                batch["token_level_scores"].sum(-1), group_ids(batch.non_tensors["uid"])
-            )
-            kept.append(batch.index(informative))
-            spare.append(batch.index(~informative))
-            num_dropped += len(set(batch.index(~informative).non_tensors["uid"]))
-            num_kept = sum(len(set(b.non_tensors["uid"])) for b in kept)
-            if num_kept >= target or (ds.max_num_gen_batches > 0 and num_gen >= ds.max_num_gen_batches):
-                break
-            num_gen += 1
-            batch = self.generate_and_score(self.next_prompts(), timings)
-        # Keep whole groups: the first `target` prompts' responses, topped up with uninformative groups if short.
-        merged = Batch.concat([b for b in kept + spare if len(b)])
-        chosen = set(list(dict.fromkeys(merged.non_tensors["uid"]))[:target])
-        rows = [i for i, u in enumerate(merged.non_tensors["uid"]) if u in chosen]
-        metrics = {
-            **async_metrics,
-            "dapo/num_gen_batches": float(num_gen),
-            "dapo/num_dropped_groups": float(num_dropped),
-            "dapo/num_filled_groups": float(max(0, target - num_kept)),
-        }
-        return merged.index(rows), metrics
+        batch, dapo_metrics = fill_with_informative_groups(
+            batch,
+            lambda: self.generate_and_score(self.next_prompts(), timings),
+            self.cfg.data.train_batch_size,
+            ds.max_num_gen_batches,
+        )
+        return batch, {**async_metrics, **dapo_metrics}
 
     def generate_and_score(self, prompts: Batch, timings: dict[str, float]) -> Batch:
         """n responses per prompt, generated now (DAPO's refill rounds), scored as `score_generated` does."""
@@ -374,57 +345,13 @@ class RLTrainer:
         return self.score_generated(prompts, batch, timings)
 
     def score_generated(self, prompts: Batch, batch: Batch, timings: dict[str, float]) -> Batch:
-        """token_level_scores of the generated `batch` (rules and/or RM, DAPO overlong shaping, ReMax baseline)."""
-        algo = self.cfg.algorithm
+        """token_level_scores of the generated `batch` (rlhf.scoring), and ReMax's greedy baseline."""
         with timed(timings, "reward"):
-            batch.update(self.score(batch))
-            if algo.overlong.enable:
-                response_length = batch["attention_mask"][:, -batch["response_mask"].shape[1] :].sum(-1)
-                penalty = overlong_reward_penalty(
-                    response_length.long(),  # every response token: a multi-turn response's observations count
-                    self.cfg.rollout.max_response_length,
-                    algo.overlong.buffer_len,
-                    algo.overlong.penalty_factor,
-                )
-                batch["token_level_scores"][torch.arange(len(batch)), last_token_index(batch["response_mask"])] += (
-                    penalty
-                )
-        if algo.advantage == "remax":
+            batch = self.scorer.score_generated(batch)
+        if self.cfg.algorithm.advantage == "remax":
             with timed(timings, "gen_baseline"):
-                # ReMax's baseline: the reward of the greedy response to the same prompt.
-                greedy = self.rollout_client.generate(prompts, temperature=0.0, n=1)
-                baseline = self.score(greedy)["token_level_scores"].sum(-1)
-                batch["baseline_scores"] = baseline.repeat_interleave(self.cfg.rollout.n)
+                batch["baseline_scores"] = self.scorer.remax_baseline(prompts)
         return batch
-
-    def score(self, batch: Batch) -> Batch:
-        """token_level_scores [B, R] = rule_weight * rule score + rm_weight * reward-model score
-        + agent.env_reward_weight * environment reward, on the last model token.
-
-        Also rule_scores [B] (the rule function's own score, for validation accuracy; the total score when no rule
-        function is on) and reward_extra/* values.
-        """
-        g, rw, agent = self.groups, self.cfg.reward, self.cfg.agent
-        if rw.rule_weight > 0:
-            scored = g.reward.compute_score(batch)
-            scored["rule_scores"] = scored["token_level_scores"].sum(-1)
-            scored["token_level_scores"] = scored["token_level_scores"] * rw.rule_weight
-        else:
-            scored = Batch({"token_level_scores": torch.zeros_like(batch["response_mask"])})
-        if g.reward_model is not None:
-            rm_scores = g.reward_model.compute_rm_score(batch)["rm_scores"]
-            last = last_token_index(batch["response_mask"])
-            scored["token_level_scores"][torch.arange(len(batch)), last] += rw.rm_weight * rm_scores
-            scored["rm_scores"] = rm_scores
-        if "env_rewards" in batch and agent.env_reward_weight != 0:
-            # Multi-turn episodes: the environment's per-turn rewards, summed, on the last token the policy generated.
-            last = last_token_index(batch["response_mask"])
-            scored["token_level_scores"][torch.arange(len(batch)), last] += (
-                agent.env_reward_weight * batch["env_rewards"]
-            )
-        if "rule_scores" not in scored:  # no rule function: "correct" is judged on the total reward
-            scored["rule_scores"] = scored["token_level_scores"].sum(-1)
-        return scored
 
     def compute_advantages(self, batch: Batch) -> dict[str, float]:
         """token_level_rewards (scores minus the KL penalty when it is in the reward), then advantages/returns."""
@@ -458,7 +385,7 @@ class RLTrainer:
         self.pipeline.sync({})  # with a staleness bound the engines may lag: validate the current policy
         metrics, table = self.validator.run(
             lambda prompts, temperature, n: self.rollout_client.generate(prompts, temperature=temperature, n=n),
-            self.score,
+            self.scorer.score,
         )
         if table:
             self.tracker.log_table("val/generations", TABLE_COLUMNS, table, step=self.global_step)
@@ -488,13 +415,3 @@ def old_log_prob_from_update(cfg: RLHFConfig) -> bool:
         and cfg.data.train_batch_size == a.ppo_mini_batch_size
         and not cfg.algorithm.use_kl_in_reward
     )
-
-
-def _approx_num_params(config: object) -> int:
-    """Parameters of a decoder-only transformer from its config (for MFU); 0 when the shape is unknown."""
-    try:
-        h, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size  # type: ignore[attr-defined]
-        inter = config.intermediate_size  # type: ignore[attr-defined]
-    except AttributeError:
-        return 0
-    return layers * (4 * h * h + 3 * h * inter) + vocab * h

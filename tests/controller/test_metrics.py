@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlhf.batch import Batch
+from rlhf.batch import Batch, group_ids
 from rlhf.metrics import (
     data_metrics,
     explained_variance,
@@ -12,7 +12,6 @@ from rlhf.metrics import (
     validation_metrics,
 )
 from rlhf.tracking import format_console_line
-from rlhf.trainer import group_ids
 
 
 def test_logprob_diff_ignores_padding() -> None:
