@@ -6,7 +6,7 @@
 # Held-out accuracy is the policy's as it samples (temperature 1, VAL_SAMPLES answers per problem: mean@k, what RL
 # optimizes); greedy accuracy (mean@1) is reported beside it. SFT makes the greedy answer right well before it makes
 # sampling reliable: GRPO's work here is to sharpen the tool call and the copied result.
-#   bash scripts/agent_demo.sh                      # about 10 minutes on 2 CPU cores (docs/benchmarks.md)
+#   bash scripts/agent_demo.sh                      # about 13 minutes on 2 CPU cores (docs/benchmarks.md)
 #   EXP=my_run SFT_STEPS=40 GRPO_STEPS=30 bash scripts/agent_demo.sh [extra GRPO overrides, e.g. actor.optim.lr=2e-4]
 # Everything lands in $OUT/$EXP/: model/, data/, sft/ and grpo/ run directories (metrics.jsonl, curves.png,
 # final_model/), summary.txt. Re-running reuses the model and data if their parameters match, SFT if
@@ -20,10 +20,14 @@ DIGITS=${DIGITS:-3}
 NUM_TRAIN=${NUM_TRAIN:-2000}
 NUM_VAL=${NUM_VAL:-200}
 # SFT is a warm-up: the model learns the call and to copy, but its sampled answers are often wrong, so RL has room.
-SFT_STEPS=${SFT_STEPS:-320}
+SFT_STEPS=${SFT_STEPS:-280}
 SFT_LR=${SFT_LR:-1e-3}
-GRPO_STEPS=${GRPO_STEPS:-60}
+GRPO_STEPS=${GRPO_STEPS:-80}
 GRPO_LR=${GRPO_LR:-2e-4}
+# Four optimizer steps per RL step (16 prompts x 8 samples in mini-batches of 4 prompts), the learning rate warmed up
+# over the first 20 of them: without the warm-up Adam's first steps knock the sampled accuracy down for several steps.
+GRPO_MINI_BATCH=${GRPO_MINI_BATCH:-4}
+GRPO_WARMUP=${GRPO_WARMUP:-20}
 TEST_FREQ=${TEST_FREQ:-10}
 VAL_SAMPLES=${VAL_SAMPLES:-4}
 MIN_LIFT=${MIN_LIFT:-25}
@@ -64,7 +68,8 @@ else
   echo "== 3. GRPO with the calculator for $GRPO_STEPS steps from the SFT model -> $RUN/grpo"
   "$PY" -m rlhf.main --config-name agent_calc_tiny model.path="$RUN/sft/final_model" model.build_tiny=false \
     "${DATA_ARGS[@]}" "${COMMON[@]}" trainer.experiment_name=grpo trainer.total_steps="$GRPO_STEPS" \
-    trainer.test_freq="$TEST_FREQ" trainer.val_num_samples="$VAL_SAMPLES" actor.optim.lr="$GRPO_LR" "$@"
+    trainer.test_freq="$TEST_FREQ" trainer.val_num_samples="$VAL_SAMPLES" actor.optim.lr="$GRPO_LR" \
+    actor.ppo_mini_batch_size="$GRPO_MINI_BATCH" actor.optim.warmup_steps="$GRPO_WARMUP" "$@"
 fi
 
 echo "== 4. curves and summary"
