@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: build a tiny model -> SFT it on 2-digit addition -> GRPO from the SFT checkpoint -> curves + summary.
 #   bash scripts/pipeline.sh                              # about 7-10 minutes on 2 CPU cores
-#   EXP=check SFT_STEPS=250 GRPO_STEPS=100 bash scripts/pipeline.sh   # a smaller setting (~4 minutes)
+#   EXP=check SFT_STEPS=600 GRPO_STEPS=100 bash scripts/pipeline.sh   # a smaller setting (~4 minutes)
 # It exits non-zero if held-out accuracy after GRPO does not beat the SFT model's.
 #   EXP=my_run SFT_STEPS=300 GRPO_STEPS=200 bash scripts/pipeline.sh [extra GRPO overrides, e.g. actor.optim.lr=1e-4]
 # Everything lands in $OUT/$EXP/: model/ (the initial tiny model), data/, sft/ and grpo/ run directories (each with
@@ -16,8 +16,8 @@ OUT=${OUT:-outputs/pipeline}
 DIGITS=${DIGITS:-2}
 NUM_TRAIN=${NUM_TRAIN:-4000}
 NUM_VAL=${NUM_VAL:-200}
-# SFT is stopped early on purpose, part-way through learning the task (greedy accuracy ~20-50%), so RL has room.
-SFT_STEPS=${SFT_STEPS:-250}
+# SFT is stopped early on purpose, part-way through learning the task (greedy accuracy ~20%), so RL has room.
+SFT_STEPS=${SFT_STEPS:-900}
 SFT_LR=${SFT_LR:-1e-3}
 GRPO_STEPS=${GRPO_STEPS:-300}
 GRPO_LR=${GRPO_LR:-3e-4}
