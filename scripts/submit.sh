@@ -35,5 +35,20 @@ PY
 )
 # Run from the submitting directory where the head node sees it; else from the uploaded copy.
 ENTRY='if [ -d "$RLHF_SUBMIT_DIR/recipes" ]; then cd "$RLHF_SUBMIT_DIR"; fi; exec python -m rlhf.main "$@"'
-exec "$RAY" job submit --address "$ADDRESS" --runtime-env-json "$ENV_JSON" -- \
-  bash -c "$ENTRY" rlhf-job --config-name "$RECIPE" "$@"
+# A head node that has just started answers the job API before its job agent is up ("No available agent to submit
+# job"); nothing was submitted then, so wait RLHF_SUBMIT_RETRY_S (10) seconds and submit again, 6 times at most.
+# Any other failure is final.
+ERR=$(mktemp)
+trap 'rm -f "$ERR"' EXIT
+for attempt in 1 2 3 4 5 6 7; do
+  set +e  # stdout as is, stderr shown and kept in $ERR
+  { "$RAY" job submit --address "$ADDRESS" --runtime-env-json "$ENV_JSON" -- \
+      bash -c "$ENTRY" rlhf-job --config-name "$RECIPE" "$@" 2>&1 1>&3 3>&- | tee "$ERR" >&2 3>&-; } 3>&1
+  status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" -eq 0 ] || ! grep -q "No available agent to submit job" "$ERR" || [ "$attempt" -eq 7 ]; then
+    exit "$status"
+  fi
+  echo "submit.sh: the cluster's job agent is not up yet; submitting again in ${RLHF_SUBMIT_RETRY_S:-10} s (attempt $attempt of 7)" >&2
+  sleep "${RLHF_SUBMIT_RETRY_S:-10}"
+done
