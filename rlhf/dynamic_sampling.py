@@ -36,9 +36,10 @@ def fill_with_informative_groups(
         informative = select_informative_groups(
             batch["token_level_scores"].sum(-1), group_ids(batch.non_tensors["uid"])
         )
+        dropped = batch.index(~informative)
         kept.append(batch.index(informative))
-        spare.append(batch.index(~informative))
-        num_dropped += len(set(batch.index(~informative).non_tensors["uid"]))
+        spare.append(dropped)
+        num_dropped += len(set(dropped.non_tensors["uid"]))
         num_kept = sum(len(set(b.non_tensors["uid"])) for b in kept)
         if num_kept >= target or (max_num_gen_batches > 0 and num_gen >= max_num_gen_batches):
             break
