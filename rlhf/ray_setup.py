@@ -53,6 +53,7 @@ def worker_env(trainer: TrainerConfig, device: str, kv_cache_gb: int | None = No
         env["DS_ACCELERATOR"] = "cpu"
         # DeepSpeed JIT-builds its shared-memory allreduce op on CPU; scripts/setup.sh builds it into the venv once.
         env["TORCH_EXTENSIONS_DIR"] = torch_extensions_dir()
+        env["PATH"] = environment_bin_first()
         if kv_cache_gb is not None:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
     return env
@@ -62,6 +63,13 @@ def torch_extensions_dir() -> str:
     """Where torch keeps JIT-built ops: $TORCH_EXTENSIONS_DIR, else beside this Python environment, so two
     environments never rebuild each other's ops (torch rebuilds when the sources' paths differ)."""
     return os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(sys.prefix) / "torch_extensions")
+
+
+def environment_bin_first() -> str:
+    """PATH for a worker (Ray expands ${PATH} on its node): this environment's bin folder first, so torch's JIT
+    builds run the environment's ninja. Two ninja versions (the pip one and a system one) hash the same compile
+    command differently, so a process finding the other one rebuilds DeepSpeed's op from scratch (~45 s)."""
+    return f"{Path(sys.executable).parent}{os.pathsep}${{PATH}}"
 
 
 def runtime_env(trainer: TrainerConfig, env_vars: dict[str, str]) -> dict[str, Any]:

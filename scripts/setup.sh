@@ -34,7 +34,10 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   if [ "$FLAVOR" = cpu ]; then
     # DeepSpeed JIT-builds its CPU shared-memory allreduce op at the first engine; build it now, once, beside the
     # environment (rlhf.ray_setup.torch_extensions_dir), so no run or test pays for the compile.
-    TORCH_EXTENSIONS_DIR="$(cd "$VENV" && pwd)/torch_extensions" DS_ACCELERATOR=cpu "$VENV/bin/python" -c \
+    # With the environment's ninja, as every worker uses (rlhf.ray_setup.environment_bin_first): ninja versions hash
+    # the compile command differently, and a build by another ninja is rebuilt at the first run.
+    PATH="$(cd "$VENV" && pwd)/bin:$PATH" TORCH_EXTENSIONS_DIR="$(cd "$VENV" && pwd)/torch_extensions" DS_ACCELERATOR=cpu \
+      "$VENV/bin/python" -c \
       "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load(verbose=False)"
   fi
   echo "$WANT" > "$STAMP.new" && mv -f "$STAMP.new" "$STAMP"  # a new file: a hard-linked venv copy keeps its own

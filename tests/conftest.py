@@ -16,6 +16,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/recipes.py, shared by th
 # JIT-built ops (DeepSpeed's CPU shared-memory allreduce) live beside this environment, as rlhf.ray_setup sets for
 # Ray workers; test subprocesses that build DeepSpeed engines directly inherit it.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+# ... and are built by this environment's ninja, as in the workers (rlhf.ray_setup.environment_bin_first): a system
+# ninja of another version would see the command as changed and rebuild the op (~45 s) under every waiting test.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 # Workers and tests must never wait on a wandb login.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

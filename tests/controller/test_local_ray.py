@@ -44,24 +44,26 @@ _EXIT_DEADLINE_S = 90.0
 # A driver: start Ray as the RL/SFT drivers do, create an actor with runtime_env env_vars (the project's use of the
 # runtime-env agent), report what Ray says, then hold until killed.
 _DRIVER = """
-import json, logging, os, sys, time
+import json, logging, os, shutil, sys, time
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 import ray
 from rlhf.config import TrainerConfig
-from rlhf.ray_setup import start_ray
+from rlhf.ray_setup import start_ray, worker_env
 
 start_ray(TrainerConfig(num_devices_per_node=1), run_dir=Path(sys.argv[1]))
 
 @ray.remote(num_cpus=0)
 class Probe:
     def report(self):
-        return os.environ.get("RLHF_PROBE"), os.getpid()
+        return os.environ.get("RLHF_PROBE"), os.getpid(), shutil.which("ninja"), os.environ["PATH"]
 
-probe = Probe.options(runtime_env={"env_vars": {"RLHF_PROBE": "on"}}).remote()
-value, pid = ray.get(probe.report.remote())
+env = {**worker_env(TrainerConfig(num_devices_per_node=1), "cpu"), "RLHF_PROBE": "on"}
+probe = Probe.options(runtime_env={"env_vars": env}).remote()
+value, pid, ninja, path = ray.get(probe.report.remote())
 nodes = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
-print(json.dumps({"probe_env": value, "probe_pid": pid, "node_ips": nodes}), flush=True)
+print(json.dumps({"probe_env": value, "probe_pid": pid, "node_ips": nodes, "ninja": ninja, "path": path,
+                  "driver_path": os.environ["PATH"]}), flush=True)
 time.sleep(3600)
 """
 
@@ -173,6 +175,17 @@ def test_local_instance_listens_on_loopback_only(driver_a: Driver) -> None:
     assert [s for s in sockets if not is_loopback(s[1])] == []
     assert len(driver_a.report["node_ips"]) == 1 and is_loopback(driver_a.report["node_ips"][0])
     assert driver_a.report["probe_env"] == "on"  # runtime_env env_vars still reach the actor
+
+
+@pytest.mark.slow
+def test_workers_find_this_environments_ninja_first_and_keep_their_path(driver_a: Driver) -> None:
+    """A worker's PATH puts this environment's bin folder before its own PATH (Ray expands ${PATH}), so DeepSpeed's
+    op is JIT-built by the same ninja everywhere; another ninja would rebuild it (~45 s) at every switch."""
+    report = driver_a.report
+    assert report["ninja"] == str(Path(sys.executable).parent / "ninja"), report
+    first, rest = report["path"].split(os.pathsep, 1)
+    assert first == str(Path(sys.executable).parent) and "${" not in report["path"]
+    assert rest.endswith(report["driver_path"].split(os.pathsep, 1)[-1])  # the node's PATH follows, expanded
 
 
 @pytest.mark.slow
