@@ -8,7 +8,8 @@ tests/workers/test_dispatch.py fails when a wrapper and its worker method disagr
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,20 +137,16 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
     """Reserve the resource pools and start every group the config needs, models built and checked.
 
     On CPU the critic and reward model share the policy's bundles (they run between the policy's stages); on CUDA
-    each gets its own pool, laid out over the nodes like the policy. After the models are built, every worker's
-    model devices are compared with its placement, and every node must see `run_dir` (shared storage).
+    each gets its own pool, laid out over the nodes like the policy. The groups' actors start at the same time (a
+    start is mostly worker processes importing torch and their libraries, seconds per group), except the critic,
+    which joins its own torch.distributed world after the policy has joined its. After the models are built, every
+    worker's model devices are compared with its placement, and every node must see `run_dir` (shared storage).
     """
     device = resolve_device(cfg.trainer.device)
     env = runtime_env(cfg.trainer, worker_env(cfg.trainer, device, cfg.rollout.kv_cache_gb))
     pool = rank_pool(cfg.trainer, device, "actor_rollout_ref")
     split = cfg.async_training.is_split
-    policy = ActorRolloutRefGroup(
-        pool,
-        "actor_rollout_ref",
-        dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref(), colocate_rollout=not split),
-        env,
-        balance_tokens=cfg.actor.balance_tokens,
-    )
+    shared = device == "cpu"
     rw = cfg.reward
     reward_pool = ResourcePool.create(
         rw.num_workers,
@@ -160,8 +157,31 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
         timeout_s=cfg.trainer.placement_timeout_s,
         hint="set by reward.num_workers and reward.resources.*",
     )
-    groups = Groups(policy, RewardGroup(reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False))
-    shared = device == "cpu"
+    starts: dict[str, Callable[[], WorkerGroup]] = {
+        "policy": lambda: ActorRolloutRefGroup(
+            pool,
+            "actor_rollout_ref",
+            dict(cfg=cfg, device=device, need_ref=cfg.algorithm.needs_ref(), colocate_rollout=not split),
+            env,
+            balance_tokens=cfg.actor.balance_tokens,
+        ),
+        "reward": lambda: RewardGroup(reward_pool, "reward", dict(cfg=cfg), env, init_distributed=False),
+    }
+    if rw.model_path is not None:
+        rm_pool = (
+            pool if shared else rank_pool(cfg.trainer, device, "reward_model", rw.rm_resources, "reward.rm_resources")
+        )
+        starts["reward_model"] = lambda: RewardModelGroup(
+            rm_pool,
+            "reward_model",
+            dict(cfg=cfg, policy_tokenizer_path=cfg.model.path, device=device),
+            env,
+            init_distributed=False,
+            shares_bundles=shared,
+        )
+    if split:
+        starts["rollout"] = lambda: create_rollout_group(cfg, device, env)
+    groups = Groups(**start_together(starts))
     if cfg.algorithm.needs_critic():
         critic_pool = (
             pool if shared else rank_pool(cfg.trainer, device, "critic", cfg.critic.resources, "critic.resources")
@@ -174,32 +194,26 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
             shares_bundles=shared,
             balance_tokens=cfg.actor.balance_tokens,
         )
-    if rw.model_path is not None:
-        rm_pool = (
-            pool if shared else rank_pool(cfg.trainer, device, "reward_model", rw.rm_resources, "reward.rm_resources")
-        )
-        groups.reward_model = RewardModelGroup(
-            rm_pool,
-            "reward_model",
-            dict(cfg=cfg, policy_tokenizer_path=cfg.model.path, device=device),
-            env,
-            init_distributed=False,
-            shares_bundles=shared,
-        )
-    if split:
-        groups.rollout = create_rollout_group(cfg, device, env)
-    policy.init_model()
+    groups.policy.init_model()
     if groups.rollout is not None:
         groups.rollout.init_model()
     if groups.critic is not None:
         groups.critic.init_model()
-    for group in (policy, groups.critic, groups.reward_model):
+    for group in (groups.policy, groups.critic, groups.reward_model):
         if group is not None:
             group.check_devices(device)
-    check_shared_storage(policy, run_dir)
+    check_shared_storage(groups.policy, run_dir)
     if groups.critic is not None and not shared:
         check_shared_storage(groups.critic, run_dir)
     return groups
+
+
+def start_together(starts: dict[str, Callable[[], WorkerGroup]]) -> dict[str, WorkerGroup]:
+    """Run every group start (name -> constructor) in its own thread and wait for all of them; the first failure,
+    in `starts` order, is raised once every start has ended."""
+    with ThreadPoolExecutor(max_workers=len(starts), thread_name_prefix="start-group") as executor:
+        futures = {name: executor.submit(start) for name, start in starts.items()}
+    return {name: future.result() for name, future in futures.items()}
 
 
 def create_rollout_group(cfg: RLHFConfig, device: str, env: dict) -> RolloutGroup:
