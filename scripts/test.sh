@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export WANDB_MODE=offline WANDB_SILENT=true
-exec .venv/bin/python -m pytest -q -rs --durations=15 -n "${TEST_WORKERS:-2}" --dist loadscope "$@"
+exec .venv/bin/python -m pytest -q -rs --durations=40 -n "${TEST_WORKERS:-2}" --dist loadscope "$@"
