@@ -6,7 +6,7 @@
 # Held-out accuracy is the policy's as it samples (temperature 1, VAL_SAMPLES answers per problem: mean@k, what RL
 # optimizes); greedy accuracy (mean@1) is reported beside it. SFT makes the greedy answer right well before it makes
 # sampling reliable: GRPO's work here is to sharpen the tool call and the copied result.
-#   bash scripts/agent_demo.sh                      # about 9 minutes on 2 CPU cores (docs/benchmarks.md)
+#   bash scripts/agent_demo.sh                      # about 8-9 minutes on 2 CPU cores (docs/benchmarks.md)
 #   EXP=my_run SFT_STEPS=40 GRPO_STEPS=30 bash scripts/agent_demo.sh [extra GRPO overrides, e.g. actor.optim.lr=2e-4]
 # Everything lands in $OUT/$EXP/: model/, data/, sft/ and grpo/ run directories (metrics.jsonl, curves.png,
 # final_model/), summary.txt. Re-running reuses the model and data if their parameters match, SFT if
@@ -22,12 +22,12 @@ NUM_VAL=${NUM_VAL:-200}
 # SFT is a warm-up: the model learns the call and to copy, but its sampled answers are often wrong, so RL has room.
 SFT_STEPS=${SFT_STEPS:-280}
 SFT_LR=${SFT_LR:-1e-3}
-GRPO_STEPS=${GRPO_STEPS:-100}
+GRPO_STEPS=${GRPO_STEPS:-80}
 GRPO_LR=${GRPO_LR:-2e-4}
 # Four optimizer steps per pass over the batch (16 prompts x 8 samples in mini-batches of 4 prompts), two passes
 # (PPO epochs) per RL step, the learning rate warmed up over the first 20 optimizer steps: without the warm-up Adam's
 # first steps knock the sampled accuracy down for several steps. The second pass nearly doubles the lift per RL step
-# (+28.9 against +21.6 points after 80 steps, docs/benchmarks.md) for ~0.5 s more per step.
+# (+28.9 against +21.6 points after 80 steps with seed 1, docs/benchmarks.md) for ~0.5 s more per step.
 GRPO_MINI_BATCH=${GRPO_MINI_BATCH:-4}
 GRPO_EPOCHS=${GRPO_EPOCHS:-2}
 GRPO_WARMUP=${GRPO_WARMUP:-20}
