@@ -67,7 +67,12 @@ class OptimConfig:
     betas: list[Annotated[float, Range(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])
     """Adam's (beta1, beta2) moment decay rates."""
     warmup_steps: Annotated[int, COUNT] = 0
-    """Linear learning-rate warm-up over this many optimizer steps (0: constant)."""
+    """Linear learning-rate warm-up from 0 over this many optimizer steps (0: none)."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After the warm-up: keep the peak lr (constant), or decay it along a half cosine to min_lr_ratio x lr at the
+    run's last optimizer step (cosine, verl's warmup_style=cosine)."""
+    min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.0
+    """cosine: the final learning rate as a fraction of the peak."""
     grad_clip: Annotated[float, COUNT] = 1.0
     """Clip the global gradient norm to this (0 disables clipping)."""
 
@@ -151,8 +156,6 @@ class CriticConfig:
     """First RL steps that train only the critic, leaving the actor unchanged."""
     zero_stage: ZeroStage = 1
     """DeepSpeed ZeRO stage of the critic (see actor.zero_stage)."""
-    zero_stage: ZeroStage = 2
-    """DeepSpeed ZeRO stage of the critic."""
     offload_params: bool = False
     """DeepSpeed parameter offload of the critic (needs critic.zero_stage=3)."""
     offload_optimizer: bool = False

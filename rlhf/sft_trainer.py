@@ -136,8 +136,8 @@ class SFTGroup(WorkerGroup):
 
     worker_cls = SFTWorker
 
-    def init_model(self) -> None:
-        self.call(SFTWorker.init_model)
+    def init_model(self, total_steps: int) -> None:
+        self.call(SFTWorker.init_model, total_steps)
 
     def sft_step(self, batch: Batch) -> dict[str, float]:
         return self.call(SFTWorker.sft_step, batch)
@@ -192,7 +192,7 @@ class SFTTrainer:
         start_ray(t, self.run_dir)
         pool = rank_pool(t, device, "sft")
         self.group = SFTGroup(pool, "sft", dict(cfg=cfg, device=device), runtime_env(t, worker_env(t, device)))
-        self.group.init_model()
+        self.group.init_model(self.total_steps)
         self.group.check_devices(device)
         check_shared_storage(self.group, self.run_dir)
         if checkpoint is not None:

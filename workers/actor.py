@@ -17,6 +17,8 @@ from rlhf.workers.engine import (
     deepspeed_config,
     gathered_state_dict,
     load_engine,
+    lr_schedule,
+    rl_optimizer_steps,
     save_engine,
 )
 from rlhf.workers.logprob import response_log_probs
@@ -69,6 +71,7 @@ class Actor:
                 offload_params=a.offload_params,
                 offload_optimizer=a.offload_optimizer,
             ),
+            lr_scheduler=lr_schedule(a.optim, rl_optimizer_steps(cfg, a.ppo_epochs)),
             fused_head=a.fused_kernels,
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 1000 * rank)

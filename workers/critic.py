@@ -11,7 +11,15 @@ from pathlib import Path
 
 import torch
 from rlhf.workers.base import Collect, Mode, Worker, device_of, dispatch
-from rlhf.workers.engine import TORCH_DTYPES, build_engine, deepspeed_config, load_engine, save_engine
+from rlhf.workers.engine import (
+    TORCH_DTYPES,
+    build_engine,
+    deepspeed_config,
+    load_engine,
+    lr_schedule,
+    rl_optimizer_steps,
+    save_engine,
+)
 from rlhf.workers.update_loop import (
     Aggregator,
     MicroBatchLoss,
@@ -58,6 +66,7 @@ class Critic:
                 offload_params=c.offload_params,
                 offload_optimizer=c.offload_optimizer,
             ),
+            lr_scheduler=lr_schedule(c.optim, rl_optimizer_steps(cfg, c.ppo_epochs)),
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 2000 + rank)
         self.layout = resolve_padding_free(cfg.model.padding_free, model)

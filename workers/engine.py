@@ -5,6 +5,8 @@ The update loop itself (mini-batches, micro-batches, global loss normalisation) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,16 @@ from deepspeed.runtime.base_optimizer import ZeROOptimizer
 from rlhf.workers.logprob import attach_fused_head, register_zero3_head
 from rlhf.workers.lora import is_lora, save_lora_export, trainable_parameters
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import (
+    PreTrainedTokenizerBase,
+    get_constant_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+)
 
 from rlhf.checkpoint import capture_rng_state, restore_rng_state
-from rlhf.config import OptimConfig
+from rlhf.config import OptimConfig, RLHFConfig
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -56,17 +64,30 @@ def deepspeed_config(
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
-    if optim.warmup_steps > 0:
-        config["scheduler"] = {
-            "type": "WarmupLR",
-            "params": {
-                "warmup_min_lr": 0.0,
-                "warmup_max_lr": optim.lr,
-                "warmup_num_steps": optim.warmup_steps,
-                "warmup_type": "linear",
-            },
-        }
     return config
+
+
+def rl_optimizer_steps(cfg: RLHFConfig, ppo_epochs: int) -> int:
+    """Optimizer steps a worker plans over the run: every RL step runs `ppo_epochs` passes of
+    train_batch_size / ppo_mini_batch_size mini-batches (the length a decaying learning rate spans)."""
+    return cfg.trainer.total_steps * ppo_epochs * (cfg.data.train_batch_size // cfg.actor.ppo_mini_batch_size)
+
+
+def lr_schedule(optim: OptimConfig, total_optimizer_steps: int) -> Callable[[Optimizer], LambdaLR] | None:
+    """The learning rate over optimizer steps, as transformers' schedules (which TRL and verl follow) define it: a
+    linear warm-up from 0 over `optim.warmup_steps` (the first step runs at lr 0), then the peak (constant) or a half
+    cosine down to min_lr_ratio x lr at step `total_optimizer_steps` (cosine). None: a constant lr, no scheduler.
+    DeepSpeed builds it on its optimizer, steps it once per optimizer step and saves it in checkpoints."""
+    if optim.lr_schedule == "cosine":
+        return partial(
+            get_cosine_with_min_lr_schedule_with_warmup,
+            num_warmup_steps=optim.warmup_steps,
+            num_training_steps=total_optimizer_steps,
+            min_lr_rate=optim.min_lr_ratio,
+        )
+    if optim.warmup_steps > 0:
+        return partial(get_constant_schedule_with_warmup, num_warmup_steps=optim.warmup_steps)
+    return None
 
 
 def offload_config(offload_params: bool, offload_optimizer: bool) -> dict[str, Any]:
@@ -81,13 +102,20 @@ def offload_config(offload_params: bool, offload_optimizer: bool) -> dict[str, A
     return entries
 
 
-def build_engine(model: nn.Module, ds_config: dict[str, Any], fused_head: bool = False) -> deepspeed.DeepSpeedEngine:
-    """Wrap `model` in a DeepSpeed engine; the optimizer gets only the parameters that require gradients (under
-    LoRA: the adapters). `fused_head` prepares a causal LM for the fused log-prob path (under ZeRO-3 the LM head's
+def build_engine(
+    model: nn.Module,
+    ds_config: dict[str, Any],
+    fused_head: bool = False,
+    lr_scheduler: Callable[[Optimizer], LambdaLR] | None = None,
+) -> deepspeed.DeepSpeedEngine:
+    """Wrap `model` in a DeepSpeed engine with `lr_scheduler` (see `lr_schedule`); the optimizer gets only the
+    parameters that require gradients (under LoRA: the adapters). `fused_head` prepares a causal LM for the fused log-prob path (under ZeRO-3 the LM head's
     weight is then gathered for it, see `rlhf.workers.logprob`)."""
     if fused_head:
         attach_fused_head(model)
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable_parameters(model), config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=trainable_parameters(model), config=ds_config, lr_scheduler=lr_scheduler
+    )
     if fused_head and ds_config["zero_optimization"]["stage"] == 3:
         register_zero3_head(engine.module)
     return engine

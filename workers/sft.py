@@ -17,6 +17,7 @@ from rlhf.workers.engine import (
     build_engine,
     deepspeed_config,
     load_engine,
+    lr_schedule,
     save_engine,
     save_hf_model,
 )
@@ -46,8 +47,9 @@ class SFTWorker(Worker):
             use_deterministic_algorithms()
 
     @dispatch(Mode.ALL, Collect.NONE)
-    def init_model(self) -> None:
-        """Load the HF model and wrap it in the actor's DeepSpeed engine (after torch.distributed is joined)."""
+    def init_model(self, total_steps: int) -> None:
+        """Load the HF model and wrap it in the actor's DeepSpeed engine (after torch.distributed is joined);
+        `total_steps` optimizer steps is the run's length for a decaying learning rate."""
         cfg, s = self.cfg, self.cfg.sft
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=TORCH_DTYPES[cfg.model.dtype])
@@ -67,6 +69,7 @@ class SFTWorker(Worker):
                 offload_params=s.offload_params,
                 offload_optimizer=s.offload_optimizer,
             ),
+            lr_scheduler=lr_schedule(cfg.optim, total_steps),
             fused_head=s.fused_kernels,
         )
         self.layout = resolve_padding_free(cfg.model.padding_free, model)

@@ -44,7 +44,7 @@ def worker(tiny_model_dir: Path) -> Iterator[SFTWorker]:
     torch.manual_seed(0)
     w = SFTWorker("sft", 0, 1, cfg, "cpu")
     w.init_distributed("127.0.0.1", free_port(), "gloo")
-    w.init_model()
+    w.init_model(cfg.sft.total_steps)
     yield w
     w.shutdown()
 
