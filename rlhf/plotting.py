@@ -11,6 +11,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import matplotlib
@@ -18,10 +19,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: plotting must work on a headless node
 import matplotlib.pyplot as plt  # noqa: E402
 
-# (panel title, metric key or fnmatch-like pattern with one "*"); the first key found in a panel's list is drawn.
+# (panel title, metric keys or fnmatch patterns); every key a panel's patterns match is drawn in it.
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("train reward (critic/score/mean)", ("critic/score/mean",)),
-    ("validation accuracy (greedy)", ("val-core/*/acc/mean@1",)),
+    ("validation accuracy (greedy mean@1, sampled mean@k)", ("val-core/*/acc/mean@*",)),
     ("response length (mean)", ("response_length/mean",)),
     ("KL", ("actor/kl_loss", "actor/reward_kl_penalty")),
     ("entropy", ("actor/entropy",)),
@@ -58,17 +59,12 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     return rows
 
 
-def _matches(key: str, pattern: str) -> bool:
-    head, star, tail = pattern.partition("*")
-    return key == pattern if not star else key.startswith(head) and key.endswith(tail) and len(key) > len(head + tail)
-
-
 def series(rows: list[dict[str, float]], pattern: str) -> dict[str, Series]:
-    """Every metric matching `pattern` (exact key, or one "*"), as finite (step, value) series, by key."""
+    """Every metric matching `pattern` (an exact key or an fnmatch pattern), as finite (step, value) series, by key."""
     out: dict[str, Series] = defaultdict(lambda: Series([], []))
     for row in rows:
         for key, value in row.items():
-            if _matches(key, pattern) and isinstance(value, (int, float)) and math.isfinite(value):
+            if fnmatchcase(key, pattern) and isinstance(value, (int, float)) and math.isfinite(value):
                 out[key].steps.append(int(row["step"]))
                 out[key].values.append(float(value))
     return dict(out)

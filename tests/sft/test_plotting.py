@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.plotting import plot_run, read_metrics, summarize_run
+from rlhf.plotting import plot_run, read_metrics, series, summarize_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,8 +28,21 @@ def write_metrics(run_dir: Path) -> None:
         }
         if step % 10 == 0:
             row["val-core/arith/acc/mean@1"] = 0.2 if step == 10 else 0.6
+            row["val-core/arith/acc/mean@4"] = 0.1 if step == 10 else 0.5
+            row["val-core/arith/acc/best@4/mean"] = 0.9
         rows.append(json.dumps(row))
     (run_dir / "metrics.jsonl").write_text("\n".join(rows) + "\n{truncated")
+
+
+def test_series_match_fnmatch_patterns(tmp_path: Path) -> None:
+    """The validation panel's pattern takes greedy and sampled accuracy (mean@1, mean@4), not best@4."""
+    write_metrics(tmp_path)
+    found = series(read_metrics(tmp_path), "val-core/*/acc/mean@*")
+    assert sorted(found) == ["val-core/arith/acc/mean@1", "val-core/arith/acc/mean@4"]
+    assert found["val-core/arith/acc/mean@4"].steps == [10, 20] and found["val-core/arith/acc/mean@4"].values == [
+        0.1,
+        0.5,
+    ]
 
 
 def test_plot_writes_a_png_and_skips_missing_metrics(tmp_path: Path) -> None:
