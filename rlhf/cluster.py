@@ -143,7 +143,7 @@ def create_groups(cfg: RLHFConfig, run_dir: Path) -> Groups:
     worker's model devices are compared with its placement, and every node must see `run_dir` (shared storage).
     """
     device = resolve_device(cfg.trainer.device)
-    env = runtime_env(cfg.trainer, worker_env(cfg.trainer, device, cfg.rollout.kv_cache_gb))
+    env = runtime_env(cfg.trainer, worker_env(cfg.trainer, device, vllm=True))
     pool = rank_pool(cfg.trainer, device, "actor_rollout_ref")
     split = cfg.async_training.is_split
     shared = device == "cpu"

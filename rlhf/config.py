@@ -70,7 +70,7 @@ class OptimConfig:
     """Linear learning-rate warm-up from 0 over this many optimizer steps (0: none)."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """After the warm-up: keep the peak lr (constant), or decay it along a half cosine to min_lr_ratio x lr at the
-    run's last optimizer step (cosine, verl's warmup_style=cosine)."""
+    run's last optimizer step (cosine)."""
     min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.0
     """cosine: the final learning rate as a fraction of the peak."""
     grad_clip: Annotated[float, COUNT] = 1.0
@@ -177,8 +177,10 @@ class RolloutConfig:
     """Nucleus sampling; below 1 the trainer's and vLLM's log-probs differ by design."""
     max_response_length: Annotated[int, POSITIVE_INT] = 16
     """Tokens generated per response at most."""
-    kv_cache_gb: Annotated[int, POSITIVE_INT] = 1
-    """CPU only: whole GiB of RAM for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE)."""
+    kv_cache_gb: Annotated[float, POSITIVE] = 1.0
+    """CPU only: GiB of RAM for vLLM's KV cache (vLLM's kv_cache_memory_bytes; fractions allowed). vLLM allocates
+    it whole, so it is resident memory: size it to the batch (a token of a Qwen2 takes 2 x layers x KV heads x head
+    dim x 4 bytes in fp32). A VLLM_CPU_KVCACHE_SPACE set in the environment overrides it."""
     gpu_memory_utilization: Annotated[float, FRACTION] = 0.5
     """CUDA only: fraction of device memory vLLM may take."""
     enforce_eager: bool = True

@@ -37,8 +37,8 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def worker_env(trainer: TrainerConfig, device: str, kv_cache_gb: int | None = None) -> dict[str, str]:
-    """Environment variables every worker needs before it imports DeepSpeed (and vLLM, when `kv_cache_gb` is set)."""
+def worker_env(trainer: TrainerConfig, device: str, vllm: bool = False) -> dict[str, str]:
+    """Environment variables every worker needs before it imports DeepSpeed (and vLLM, when `vllm`)."""
     env = {
         "TOKENIZERS_PARALLELISM": "false",
         # One thread per reserved core: vLLM-CPU with OMP_NUM_THREADS unset is ~6x slower on a 2-core VM.
@@ -47,15 +47,13 @@ def worker_env(trainer: TrainerConfig, device: str, kv_cache_gb: int | None = No
         LOG_LEVEL_ENV: trainer.log_level,
         "VLLM_LOGGING_LEVEL": "WARNING",  # vLLM configures its own logger from this at import
     }
-    if kv_cache_gb is not None:
+    if vllm:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # vLLM in the worker's process: weight sync without copies
     if device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
         # DeepSpeed JIT-builds its shared-memory allreduce op on CPU; scripts/setup.sh builds it into the venv once.
         env["TORCH_EXTENSIONS_DIR"] = torch_extensions_dir()
         env["PATH"] = environment_bin_first()
-        if kv_cache_gb is not None:
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
     return env
 
 

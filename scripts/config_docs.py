@@ -26,6 +26,8 @@ VERL = {
     "actor.optim.weight_decay": "actor_rollout_ref.actor.optim.weight_decay",
     "actor.optim.betas": "actor_rollout_ref.actor.optim.betas",
     "actor.optim.warmup_steps": "actor_rollout_ref.actor.optim.lr_warmup_steps",
+    "actor.optim.lr_schedule": "actor_rollout_ref.actor.optim.warmup_style",
+    "actor.optim.min_lr_ratio": "actor_rollout_ref.actor.optim.min_lr_ratio",
     "actor.optim.grad_clip": "actor_rollout_ref.actor.grad_clip",
     "actor.ppo_mini_batch_size": "actor_rollout_ref.actor.ppo_mini_batch_size",
     "actor.micro_batch_size_per_device": "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",

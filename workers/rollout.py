@@ -16,7 +16,6 @@ memory: every rank hands the full weights to its own shard, and vLLM's loaders t
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 
 import torch
@@ -47,10 +46,13 @@ class VLLMRollout:
         max_model_len = cfg.data.max_prompt_length + r.max_response_length
         cpu_only = {}
         if not self.is_cuda:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(r.kv_cache_gb))
             # vLLM-CPU crashes ("CPU Generator does not use offset") when a seeded request's prompt is prefilled in
             # chunks; long prompts and multi-turn contexts get chunked. Whole-prompt prefill avoids it.
-            cpu_only = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, max_model_len)}
+            cpu_only = {
+                "enable_chunked_prefill": False,
+                "max_num_batched_tokens": max(4096, max_model_len),
+                "kv_cache_memory_bytes": int(r.kv_cache_gb * 2**30),
+            }
         self.llm = LLM(
             model=cfg.model.path,
             dtype=cfg.model.dtype,

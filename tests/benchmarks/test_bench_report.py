@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # scripts, not a package
 
 import report  # noqa: E402
+from ours import kv_cache_gb  # noqa: E402
 from reward import compute_score, trl_reward  # noqa: E402
 from workload import make_rows  # noqa: E402
 from workloads import WORKLOADS, get_workload  # noqa: E402
@@ -40,6 +41,14 @@ def test_workloads_fill_one_optimizer_step_with_whole_micro_batches() -> None:
     assert get_workload("long512").max_response_length == 512
     with pytest.raises(ValueError, match="--workload 'big' is unknown"):
         get_workload("big")
+
+
+def test_kv_cache_holds_a_ranks_sequences_in_whole_blocks() -> None:
+    # 25m fp32: 64 sequences per rank x 2 blocks of 128 tokens (16 + 128) x 16 KiB a token (2 x 8 layers x 4 KV heads
+    # x 64 x 4 bytes) = 0.25 GiB, + a quarter = 0.3125; bf16 halves the bytes (0.15625 -> 0.1875 in 1/16 GiB).
+    assert kv_cache_gb(get_workload("25m"), "fp32") == 0.3125
+    assert kv_cache_gb(get_workload("25m"), "bf16") == 0.1875
+    assert kv_cache_gb(get_workload("long512"), "fp32") == 0.8125  # 5 blocks a sequence: 0.625 GiB x 1.25
 
 
 def record(step: float, gen: float, update: float, tokens: float, response_tokens: float, **extra: float) -> dict:
