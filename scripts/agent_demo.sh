@@ -6,7 +6,7 @@
 # Held-out accuracy is the policy's as it samples (temperature 1, VAL_SAMPLES answers per problem: mean@k, what RL
 # optimizes); greedy accuracy (mean@1) is reported beside it. SFT makes the greedy answer right well before it makes
 # sampling reliable: GRPO's work here is to sharpen the tool call and the copied result.
-#   bash scripts/agent_demo.sh                      # about 8-9 minutes on 2 CPU cores (docs/benchmarks.md)
+#   bash scripts/agent_demo.sh                      # 9-13 minutes on 2 CPU cores (docs/benchmarks.md)
 #   EXP=my_run SFT_STEPS=40 GRPO_STEPS=30 bash scripts/agent_demo.sh [extra GRPO overrides, e.g. actor.optim.lr=2e-4]
 # Everything lands in $OUT/$EXP/: model/, data/, sft/ and grpo/ run directories (metrics.jsonl, curves.png,
 # final_model/), summary.txt. Re-running reuses the model and data if their parameters match, SFT if
@@ -20,17 +20,20 @@ DIGITS=${DIGITS:-3}
 NUM_TRAIN=${NUM_TRAIN:-2000}
 NUM_VAL=${NUM_VAL:-200}
 # SFT is a warm-up: the model learns the call and to copy, but its sampled answers are often wrong, so RL has room.
-SFT_STEPS=${SFT_STEPS:-280}
+SFT_STEPS=${SFT_STEPS:-250}
 SFT_LR=${SFT_LR:-1e-3}
 GRPO_STEPS=${GRPO_STEPS:-80}
 GRPO_LR=${GRPO_LR:-2e-4}
 # Four optimizer steps per pass over the batch (16 prompts x 8 samples in mini-batches of 4 prompts), two passes
-# (PPO epochs) per RL step, the learning rate warmed up over the first 20 optimizer steps: without the warm-up Adam's
-# first steps knock the sampled accuracy down for several steps. The second pass nearly doubles the lift per RL step
-# (+28.9 against +21.6 points after 80 steps with seed 1, docs/benchmarks.md) for ~0.5 s more per step.
+# (PPO epochs) per RL step, the learning rate warmed up over the first 20 optimizer steps (without the warm-up Adam's
+# first steps knock the sampled accuracy down), then decayed along a cosine to GRPO_MIN_LR_RATIO x GRPO_LR at the
+# last step: at a constant lr, runs of 100 steps collapsed late (docs/benchmarks.md). The second pass nearly doubles
+# the lift per RL step for ~0.5 s more per step.
 GRPO_MINI_BATCH=${GRPO_MINI_BATCH:-4}
 GRPO_EPOCHS=${GRPO_EPOCHS:-2}
 GRPO_WARMUP=${GRPO_WARMUP:-20}
+GRPO_LR_SCHEDULE=${GRPO_LR_SCHEDULE:-cosine}
+GRPO_MIN_LR_RATIO=${GRPO_MIN_LR_RATIO:-0.1}
 TEST_FREQ=${TEST_FREQ:-20}
 VAL_SAMPLES=${VAL_SAMPLES:-4}
 MIN_LIFT=${MIN_LIFT:-25}
@@ -72,7 +75,8 @@ else
   "$PY" -m rlhf.main --config-name agent_calc_tiny model.path="$RUN/sft/final_model" model.build_tiny=false \
     "${DATA_ARGS[@]}" "${COMMON[@]}" trainer.experiment_name=grpo trainer.total_steps="$GRPO_STEPS" \
     trainer.test_freq="$TEST_FREQ" trainer.val_num_samples="$VAL_SAMPLES" actor.optim.lr="$GRPO_LR" \
-    actor.ppo_mini_batch_size="$GRPO_MINI_BATCH" actor.ppo_epochs="$GRPO_EPOCHS" actor.optim.warmup_steps="$GRPO_WARMUP" "$@"
+    actor.ppo_mini_batch_size="$GRPO_MINI_BATCH" actor.ppo_epochs="$GRPO_EPOCHS" actor.optim.warmup_steps="$GRPO_WARMUP" \
+    actor.optim.lr_schedule="$GRPO_LR_SCHEDULE" actor.optim.min_lr_ratio="$GRPO_MIN_LR_RATIO" "$@"
 fi
 
 echo "== 4. curves and summary"
