@@ -6,7 +6,7 @@
 # Held-out accuracy is the policy's as it samples (temperature 1, VAL_SAMPLES answers per problem: mean@k, what RL
 # optimizes); greedy accuracy (mean@1) is reported beside it. SFT makes the greedy answer right well before it makes
 # sampling reliable: GRPO's work here is to sharpen the tool call and the copied result.
-#   bash scripts/agent_demo.sh                      # 9-13 minutes on 2 CPU cores (docs/benchmarks.md)
+#   bash scripts/agent_demo.sh                      # 8-13 minutes on 2 CPU cores (docs/benchmarks.md)
 #   EXP=my_run SFT_STEPS=40 GRPO_STEPS=30 bash scripts/agent_demo.sh [extra GRPO overrides, e.g. actor.optim.lr=2e-4]
 # Everything lands in $OUT/$EXP/: model/, data/, sft/ and grpo/ run directories (metrics.jsonl, curves.png,
 # final_model/), summary.txt. Re-running reuses the model and data if their parameters match, SFT if

@@ -109,8 +109,8 @@ def build_engine(
     lr_scheduler: Callable[[Optimizer], LambdaLR] | None = None,
 ) -> deepspeed.DeepSpeedEngine:
     """Wrap `model` in a DeepSpeed engine with `lr_scheduler` (see `lr_schedule`); the optimizer gets only the
-    parameters that require gradients (under LoRA: the adapters). `fused_head` prepares a causal LM for the fused log-prob path (under ZeRO-3 the LM head's
-    weight is then gathered for it, see `rlhf.workers.logprob`)."""
+    parameters that require gradients (under LoRA: the adapters). `fused_head` prepares a causal LM for the fused
+    log-prob path (under ZeRO-3 the LM head's weight is then gathered for it, see `rlhf.workers.logprob`)."""
     if fused_head:
         attach_fused_head(model)
     engine, _, _, _ = deepspeed.initialize(
