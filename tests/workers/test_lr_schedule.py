@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from rlhf.workers.base import free_port  # noqa: E402
+from rlhf.workers.base import free_port, leave_distributed  # noqa: E402
 from rlhf.workers.engine import build_engine, deepspeed_config, load_engine, lr_schedule, save_engine  # noqa: E402
 
 from rlhf.config import OptimConfig  # noqa: E402
@@ -25,7 +25,7 @@ def one_rank_world() -> Iterator[None]:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     dist.init_process_group("gloo", rank=0, world_size=1)
     yield
-    dist.destroy_process_group()
+    leave_distributed()  # through DeepSpeed, so its cached world group does not outlive this world
 
 
 def engine_for(optim: OptimConfig, total_steps: int):  # noqa: ANN201
