@@ -51,7 +51,8 @@ class ModelConfig:
     """Recompute activations in the backward pass: less memory for big models, about a third more compute."""
     padding_free: Literal["auto", "off", "trim", "pack"] = "auto"
     """Training-side forwards without padding: pack (one row, restarted positions, varlen attention), trim (rows cut
-    to their micro-batch's longest sequence) or off; auto packs with flash-attention (CUDA) and trims elsewhere."""
+    to their micro-batch's longest sequence) or off; auto packs with flash-attention or sdpa (run once per sequence),
+    and trims with eager / flex attention."""
 
 
 @dataclass

@@ -5,7 +5,8 @@ micro-batch is re-laid out for the model (issue 13):
 - "trim": every row's real tokens moved to the front and the batch cut to its longest sequence, [b, L_max], with a
   right-padding attention mask. Works with every attention implementation.
 - "pack": all real tokens in one row [1, N] with position_ids restarting at 0 per sequence and attention_mask None;
-  transformers (>= 4.53) then builds a block-diagonal causal mask (sdpa/eager/flex) or runs flash-attention varlen.
+  flash-attention and "sdpa_segments" (`rlhf.models.segment_attention`) attend within each sequence (varlen), and
+  transformers (>= 4.53) builds a block-diagonal causal mask for eager / flex / plain sdpa (quadratic in N).
   `check_packing_supported` proves the model honours that before it is trusted.
 - "none": the padded layout unchanged.
 Only real tokens are kept: lengths come from `attention_mask`, so tool tokens inside a multi-turn response
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from rlhf.batch import Batch
+from rlhf.models.segment_attention import SEGMENT_SDPA
 
 logger = logging.getLogger(__name__)
 
@@ -248,16 +250,22 @@ def _logits(
     return out.logits.float()
 
 
-def resolve_padding_free(setting: str, model: nn.Module) -> str:
-    """The layout a model's training-side forwards use for `model.padding_free`.
+def setup_padding_free(setting: str, model: nn.Module) -> str:
+    """The layout a model's training-side forwards use for `model.padding_free`; an sdpa model that will pack is
+    switched to the segment-wise sdpa ("sdpa_segments", `rlhf.models.segment_attention`).
 
-    "off" -> "none"; "auto" -> "pack" where the attention is flash-attention (varlen: packing costs nothing extra),
-    else "trim" (a packed row on sdpa/eager pays full quadratic attention over all its sequences); "trim" and
-    "pack" as asked ("pack" is verified by `ensure_packing_supported` on its first forward).
+    "off" -> "none"; "trim" -> "trim"; "auto" -> "pack" where attention is varlen (flash-attention, or sdpa run one
+    sequence at a time), else "trim" (eager / flex pay full quadratic attention over a packed row); "pack" as asked,
+    verified by `ensure_packing_supported` on its first forward.
     """
     if setting == "off":
         return "none"
-    if setting == "auto":
-        implementation = str(getattr(model.config, "_attn_implementation", ""))
-        return "pack" if implementation.startswith("flash_attention") else "trim"
-    return setting
+    if setting == "trim":
+        return "trim"
+    implementation = str(getattr(model.config, "_attn_implementation", ""))
+    if implementation == "sdpa":
+        model.set_attn_implementation(SEGMENT_SDPA)
+        implementation = SEGMENT_SDPA
+    if setting == "pack" or implementation == SEGMENT_SDPA or implementation.startswith("flash_attention"):
+        return "pack"
+    return "trim"

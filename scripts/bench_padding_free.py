@@ -1,4 +1,4 @@
-"""Benchmark padded vs padding-free ("trim", "pack") actor forward + backward on CPU (issue 13).
+"""Benchmark padded vs padding-free ("trim", "pack", "segments") actor forward + backward on CPU (issue 13).
 
     python scripts/bench_padding_free.py --threads 2 --repeats 5
 
@@ -10,6 +10,8 @@ Two cases:
 - micro: one micro-batch of 32 sequences in rollout order, laid out padded [32, 136], trimmed, or packed [1, N].
 - mini: a mini-batch of --mini sequences split into micro-batches: padded in chunks of 32; trim and pack by
   `token_budget_micro_batches` with the budget a padded chunk costs (32 x 136 tokens).
+"pack" runs transformers' sdpa on the packed row (a block-diagonal [N, N] mask); "segments" packs the same way and
+runs "sdpa_segments" (`rlhf.models.segment_attention`: sdpa once per sequence), what `model.padding_free=auto` uses.
 Reported: median wall time and process CPU time (user + system, all threads) over repeats after one warm-up per
 mode (modes take turns within each repeat, so a change in machine load hits all of them), and the positions the
 model processed. On a shared machine compare CPU times; --threads 1 makes them robust to descheduled threads.
@@ -27,6 +29,7 @@ from rlhf.workers.logprob import response_log_probs
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from rlhf.batch import Batch
+from rlhf.models.segment_attention import SEGMENT_SDPA
 from rlhf.packing import token_budget_micro_batches
 from rlhf.sequences import assemble
 
@@ -63,10 +66,14 @@ def make_batch(num: int, seed: int) -> Batch:
     return batch
 
 
+LAYOUTS = {"none": "none", "trim": "trim", "pack": "pack", "segments": "pack"}  # mode -> padding_free layout
+
+
 def step(model: torch.nn.Module, micro_batches: list[Batch], mode: str) -> None:
     """Forward + backward over the micro-batches (gradient accumulation)."""
+    model.set_attn_implementation(SEGMENT_SDPA if mode == "segments" else "sdpa")
     for micro in micro_batches:
-        log_probs, _ = response_log_probs(model, micro, 1.0, fused=True, backend="torch", padding_free=mode)
+        log_probs, _ = response_log_probs(model, micro, 1.0, fused=True, backend="torch", padding_free=LAYOUTS[mode])
         (-(log_probs * micro["advantages"] * micro["response_mask"]).sum()).backward()
     model.zero_grad(set_to_none=True)
 
@@ -77,7 +84,7 @@ def positions(micro_batches: list[Batch], mode: str) -> int:
     for micro in micro_batches:
         lengths = micro["attention_mask"].sum(-1)
         rows, width = micro["input_ids"].shape
-        total += {"none": rows * width, "trim": rows * int(lengths.max()), "pack": int(lengths.sum())}[mode]
+        total += {"none": rows * width, "trim": rows * int(lengths.max()), "pack": int(lengths.sum())}[LAYOUTS[mode]]
     return total
 
 
@@ -86,7 +93,7 @@ def split(batch: Batch, mode: str) -> list[Batch]:
         return batch.chunk_by_size(MICRO)
     lengths = batch["attention_mask"].sum(-1).tolist()
     budget = MICRO * (PROMPT_LENGTH + RESPONSE_LENGTH)
-    return [batch.index(group) for group in token_budget_micro_batches(lengths, budget, mode=mode)]
+    return [batch.index(group) for group in token_budget_micro_batches(lengths, budget, mode=LAYOUTS[mode])]
 
 
 def measure(model: torch.nn.Module, cases: dict[str, list[Batch]], repeats: int) -> dict[str, tuple[float, float]]:
@@ -114,10 +121,10 @@ def main() -> None:
     for case, batch in (("micro", make_batch(MICRO, seed=0)), ("mini", make_batch(args.mini, seed=1))):
         real = int(batch["attention_mask"].sum())
         print(f"{case}: {len(batch)} sequences, {real} real tokens, padded layout {batch['input_ids'].numel()}")
-        cases = {mode: [batch] if case == "micro" else split(batch, mode) for mode in ("none", "trim", "pack")}
+        cases = {mode: [batch] if case == "micro" else split(batch, mode) for mode in LAYOUTS}
         for mode, (wall, cpu) in measure(model, cases, args.repeats).items():
             print(
-                f"  {mode:5s} micro-batches {len(cases[mode]):2d}  positions {positions(cases[mode], mode):6d}  "
+                f"  {mode:8s} micro-batches {len(cases[mode]):2d}  positions {positions(cases[mode], mode):6d}  "
                 f"wall {wall:6.3f} s  cpu {cpu:6.3f} s"
             )
     print(f"load after: {os.getloadavg()}")

@@ -42,7 +42,7 @@ from rlhf.algorithms import (
 )
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
-from rlhf.padding_free import resolve_padding_free
+from rlhf.padding_free import setup_padding_free
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Actor:
             fused_head=a.fused_kernels,
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 1000 * rank)
-        self.layout = resolve_padding_free(cfg.model.padding_free, model)
+        self.layout = setup_padding_free(cfg.model.padding_free, model)
 
     @property
     def model(self) -> torch.nn.Module:

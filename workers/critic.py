@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification
 from rlhf.algorithms import compute_value_loss
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
-from rlhf.padding_free import resolve_padding_free, response_values
+from rlhf.padding_free import response_values, setup_padding_free
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Critic:
             lr_scheduler=lr_schedule(c.optim, rl_optimizer_steps(cfg, c.ppo_epochs)),
         )
         self.generator = torch.Generator().manual_seed(cfg.trainer.seed + 2000 + rank)
-        self.layout = resolve_padding_free(cfg.model.padding_free, model)
+        self.layout = setup_padding_free(cfg.model.padding_free, model)
 
     def _values(self, batch: Batch) -> torch.Tensor:
         """[B, R] float32 values of the states before each response token (0 on padding)."""

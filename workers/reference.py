@@ -13,12 +13,12 @@ from transformers import AutoModelForCausalLM
 
 from rlhf.batch import Batch
 from rlhf.config import RLHFConfig
-from rlhf.padding_free import resolve_padding_free
+from rlhf.padding_free import setup_padding_free
 
 
 def _ref_log_probs(model: nn.Module, batch: Batch, cfg: RLHFConfig, device: torch.device, world_size: int) -> Batch:
     """ref_log_probs [B, R] float32, in micro-batches of ref.log_prob_micro_batch_size (or its token budget)."""
-    layout = resolve_padding_free(cfg.model.padding_free, model)
+    layout = setup_padding_free(cfg.model.padding_free, model)
 
     def forward(micro: Batch) -> dict[str, torch.Tensor]:
         log_probs, _ = response_log_probs(

@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhf.algorithms import aggregate_loss
 from rlhf.batch import Batch
-from rlhf.padding_free import resolve_padding_free
+from rlhf.padding_free import setup_padding_free
 from rlhf.sft_config import SFTConfig
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class SFTWorker(Worker):
             lr_scheduler=lr_schedule(cfg.optim, total_steps),
             fused_head=s.fused_kernels,
         )
-        self.layout = resolve_padding_free(cfg.model.padding_free, model)
+        self.layout = setup_padding_free(cfg.model.padding_free, model)
 
     def model_devices(self) -> dict[str, str]:
         return {"model": str(next(self.model.parameters()).device)}

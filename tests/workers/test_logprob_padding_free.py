@@ -4,6 +4,7 @@ Compared at every real response token: log-probs, entropy, the PPO loss, the val
 parameter. Tolerance (fp32): log-probs / entropy / values / losses within atol 1e-5; each parameter's gradient within
 2e-5 of that gradient's largest magnitude. The layouts differ only in the padding the kernels skip, so what is left
 is rounding: measured at most 1.4e-6 (entropy) and 7e-7 relative (gradients) with sdpa, 0 / 3e-7 with eager.
+"sdpa_segments" is the segment-wise sdpa that `setup_padding_free` gives sdpa models for packing.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def assert_close_grads(got: dict[str, torch.Tensor], expected: dict[str, torch.T
         torch.testing.assert_close(got[name], grad, atol=GRAD_RTOL * scale, rtol=0, msg=name)
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+@pytest.fixture(scope="module", params=["sdpa", "sdpa_segments", "eager"])
 def policy(request: pytest.FixtureRequest, tiny_model_dir: Path) -> torch.nn.Module:
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=request.param)
     return model.train()  # dropout is 0 in Qwen2: train mode is deterministic
@@ -136,13 +137,16 @@ def test_token_budget_micro_batches_reproduce_one_padded_pass(mode: str, policy)
     torch.testing.assert_close(restore_order(parts, groups), expected, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("implementation", ["sdpa", "sdpa_segments"])
 @pytest.mark.parametrize("mode", ["trim", "pack"])
-def test_critic_values_loss_and_grads_equal_the_padded_path(mode: str, tiny_model_dir: Path) -> None:
-    config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=1)
+def test_critic_values_loss_and_grads_equal_the_padded_path(
+    mode: str, implementation: str, tiny_model_dir: Path
+) -> None:
+    config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=1, attn_implementation=implementation)
     # Set after loading: transformers 5.19 drops `classifier_dropout=` as a from_pretrained kwarg for Qwen2.
     config.classifier_dropout = 0.0
     critic = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, config=config, dtype=torch.float32)
-    assert critic.dropout.p == 0.0
+    assert critic.dropout.p == 0.0 and critic.config._attn_implementation == implementation
     critic.train()
     batch = make_batch(config.vocab_size)
     mask = batch["response_mask"]
