@@ -58,10 +58,6 @@ def segment_sdpa_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
     bounds = segment_bounds(kwargs.pop("position_ids", None), query.shape[2])
-    if len(bounds) == 1:
-        return sdpa_attention_forward(
-            module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
-        )
     outputs = [
         sdpa_attention_forward(
             module,
