@@ -37,8 +37,9 @@ class PaddingFreeView:
 
     Attributes:
         mode: "none", "trim" or "pack".
-        model_inputs: input_ids / position_ids [rows, width] and attention_mask [rows, width] (None when packed):
-            pass as `model(**view.model_inputs, use_cache=False)`.
+        model_inputs: input_ids / position_ids [rows, width] and attention_mask [rows, width] (None when packed);
+            packed, also transformers' varlen keywords: cu_seq_lens_q / _k [S + 1] (int32 offsets of the S
+            sequences) and max_length_q / _k (the longest). Pass as `model(**view.model_inputs, use_cache=False)`.
         source_index: [n] flat index into the model outputs viewed as [rows * width, ...] of the position that
             predicts each kept response token (the token just before it).
         slot_rows: [n] row in [B, R] of each kept response token.
@@ -48,7 +49,7 @@ class PaddingFreeView:
     """
 
     mode: str
-    model_inputs: dict[str, torch.Tensor | None]
+    model_inputs: dict[str, torch.Tensor | int | None]
     source_index: torch.Tensor
     slot_rows: torch.Tensor
     slot_cols: torch.Tensor
@@ -136,7 +137,7 @@ def padding_free_view(
     packed_ids[targets] = input_ids[real]
     packed_positions = position_ids.new_zeros(num_rows * out_width)
     packed_positions[targets] = position_ids[real]
-    inputs = {
+    inputs: dict[str, torch.Tensor | int | None] = {
         "input_ids": packed_ids.view(num_rows, out_width),
         "attention_mask": None,
         "position_ids": packed_positions.view(num_rows, out_width),
@@ -144,12 +145,28 @@ def padding_free_view(
     if mode == "trim":
         columns = torch.arange(out_width, device=input_ids.device)
         inputs["attention_mask"] = (columns[None, :] < lengths[:, None]).to(attention_mask.dtype)  # [B, L_max]
+    else:
+        inputs |= varlen_kwargs(lengths)
     kept = real[:, predicted] & real[:, predicting]  # [B, R]
     return _view(mode, inputs, flat[:, predicting], kept, response_length)
 
 
+def varlen_kwargs(lengths: torch.Tensor) -> dict[str, torch.Tensor | int]:
+    """transformers' keywords for a packed row of sequences of these lengths ([S], on the model's device):
+    cu_seq_lens_q / _k (int32 offsets [S + 1]) and max_length_q / _k. With them flash-attention and "sdpa_segments"
+    take the sequence boundaries as given instead of finding them from position_ids in every layer (a host sync
+    per layer on CUDA)."""
+    offsets = torch.nn.functional.pad(lengths.cumsum(dim=0), (1, 0)).to(torch.int32)
+    longest = int(lengths.max())
+    return {"cu_seq_lens_q": offsets, "cu_seq_lens_k": offsets, "max_length_q": longest, "max_length_k": longest}
+
+
 def _view(
-    mode: str, inputs: dict[str, torch.Tensor | None], source: torch.Tensor, kept: torch.Tensor, response_length: int
+    mode: str,
+    inputs: dict[str, torch.Tensor | int | None],
+    source: torch.Tensor,
+    kept: torch.Tensor,
+    response_length: int,
 ) -> PaddingFreeView:
     slot_rows, slot_cols = kept.nonzero(as_tuple=True)
     return PaddingFreeView(
@@ -187,7 +204,7 @@ def check_packing_supported(model: nn.Module) -> None:
     """Prove that the model's attention keeps packed sequences apart; call once before using padding_free="pack".
 
     Runs two short random sequences separately and packed into one row (restarted position_ids, attention_mask
-    None), in eval mode without gradients, and compares the outputs. Under ZeRO-3 every rank must call it (the
+    None, the varlen keywords of `varlen_kwargs`), in eval mode without gradients, and compares the outputs. Under ZeRO-3 every rank must call it (the
     forward gathers parameters).
 
     Args:
@@ -210,7 +227,14 @@ def check_packing_supported(model: nn.Module) -> None:
                 [_logits(model, ids, pos, parameter.device) for ids, pos in zip(sequences, positions, strict=True)],
                 dim=1,
             )
-            packed = _logits(model, torch.cat(sequences, dim=1), torch.cat(positions, dim=1), parameter.device)
+            lengths = torch.tensor([seq.shape[1] for seq in sequences], device=parameter.device)
+            packed = _logits(
+                model,
+                torch.cat(sequences, dim=1),
+                torch.cat(positions, dim=1),
+                parameter.device,
+                **varlen_kwargs(lengths),  # as padding_free_view passes them
+            )
     finally:
         model.train(was_training)
     error = (packed - separate).abs().max().item()
@@ -243,10 +267,10 @@ def ensure_packing_supported(model: nn.Module) -> None:
 
 
 def _logits(
-    model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor, device: torch.device
+    model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor, device: torch.device, **varlen: object
 ) -> torch.Tensor:
     # use_cache=False matters: with a cache transformers skips packed-sequence detection (masking_utils).
-    out = model(input_ids=input_ids.to(device), position_ids=position_ids.to(device), use_cache=False)
+    out = model(input_ids=input_ids.to(device), position_ids=position_ids.to(device), use_cache=False, **varlen)
     return out.logits.float()
 
 

@@ -25,6 +25,7 @@ def test_trim_moves_real_tokens_to_the_front_and_cuts_to_the_longest() -> None:
     assert inputs["input_ids"].tolist() == [[5, 6, 7, 1, 2], [8, 3, 4, 9, 0]]
     assert inputs["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
     assert inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 0]]
+    assert "cu_seq_lens_q" not in inputs  # rows stay apart by the padding mask
     # Response token 1 is predicted by prompt token 7 (flat 2), token 2 by 1 (flat 3); row 1 starts at flat 5.
     assert view.source_index.tolist() == [2, 3, 5, 6, 7]
     assert view.response_tokens(two_rows()["responses"]).tolist() == [1, 2, 3, 4, 9]
@@ -37,6 +38,11 @@ def test_pack_concatenates_rows_with_restarted_positions() -> None:
     assert inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
     assert inputs["attention_mask"] is None
     assert view.source_index.tolist() == [2, 3, 5, 6, 7]
+    # transformers' varlen keywords: the sequences' offsets in the row and the longest, so attention need not
+    # find the boundaries from position_ids in every layer.
+    assert inputs["cu_seq_lens_q"].tolist() == inputs["cu_seq_lens_k"].tolist() == [0, 5, 9]
+    assert inputs["cu_seq_lens_q"].dtype == torch.int32
+    assert inputs["max_length_q"] == inputs["max_length_k"] == 5
 
 
 @pytest.mark.parametrize("mode", ["none", "trim", "pack"])

@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlhf.models.segment_attention import SEGMENT_SDPA, segment_bounds, segment_sdpa_mask
-from rlhf.padding_free import setup_padding_free
+from rlhf.models.segment_attention import SEGMENT_SDPA, _host_offsets, segment_bounds, segment_sdpa_mask
+from rlhf.padding_free import setup_padding_free, varlen_kwargs
 
 
 def load(path: Path, implementation: str) -> torch.nn.Module:
@@ -19,9 +19,24 @@ def load(path: Path, implementation: str) -> torch.nn.Module:
 
 
 def test_segments_start_where_positions_restart() -> None:
-    assert segment_bounds(torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1]]), 8) == [(0, 3), (3, 5), (5, 6), (6, 8)]
-    assert segment_bounds(torch.tensor([4, 5, 0, 1]), 4) == [(0, 2), (2, 4)]  # a row need not start at 0
-    assert segment_bounds(None, 5) == [(0, 5)]
+    assert segment_bounds(8, torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1]])) == [(0, 3), (3, 5), (5, 6), (6, 8)]
+    assert segment_bounds(4, torch.tensor([4, 5, 0, 1])) == [(0, 2), (2, 4)]  # a row need not start at 0
+    assert segment_bounds(5) == [(0, 5)]
+
+
+def test_segments_from_offsets_win_over_positions_and_skip_empty_ones() -> None:
+    offsets = torch.tensor([0, 3, 3, 8], dtype=torch.int32)
+    assert segment_bounds(8, torch.zeros(1, 8, dtype=torch.long), cu_seq_lens=offsets) == [(0, 3), (3, 8)]
+    with pytest.raises(ValueError, match=r"cu_seq_lens \[0, 3, 3, 8\] must run from 0 to the packed row's length 9"):
+        segment_bounds(9, cu_seq_lens=offsets)
+
+
+def test_offsets_are_read_to_the_host_once_per_tensor() -> None:
+    # Every layer of a forward gets the same cu_seq_lens tensor: its host copy is reused, not read again.
+    offsets = torch.tensor([0, 2, 5], dtype=torch.int32)
+    assert _host_offsets(offsets) is _host_offsets(offsets)
+    other = torch.tensor([0, 2, 5], dtype=torch.int32)
+    assert _host_offsets(other) == [0, 2, 5] and _host_offsets(other) is not _host_offsets(offsets)
 
 
 def test_a_packed_call_builds_no_mask_and_others_get_sdpas() -> None:
@@ -57,6 +72,13 @@ def test_packed_row_equals_separate_forwards_in_values_and_gradients(tiny_model_
     for name, grad in separate_grads.items():
         scale = grad.abs().max().item()
         torch.testing.assert_close(packed_grads[name], grad, atol=2e-5 * scale, rtol=0, msg=name)
+    # With the offsets given (as padding_free_view passes them) the row splits the same way, to the bit.
+    lengths = torch.tensor([seq.shape[1] for seq in sequences])
+    with torch.no_grad():
+        given = model(
+            input_ids=torch.cat(sequences, dim=1), position_ids=positions, use_cache=False, **varlen_kwargs(lengths)
+        ).logits
+    assert torch.equal(given, packed.detach())
 
 
 def test_padded_batches_and_generation_are_plain_sdpa(tiny_model_dir: Path) -> None:
