@@ -14,11 +14,6 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: plotting must work on a headless node
-import matplotlib.pyplot as plt  # noqa: E402
-
 # (panel title, metric keys or fnmatch patterns); every key a panel's patterns match is drawn in it.
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("train reward (critic/score/mean)", ("critic/score/mean",)),
@@ -84,6 +79,12 @@ def plot_run(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
             panels.append((title, found))
     if not panels:
         raise ValueError(f"{run_dir}/metrics.jsonl has none of the main metrics {[p for _, ps in PANELS for p in ps]}")
+    # matplotlib is imported here, at the end of a run, not with the module: it takes ~0.5 s of every driver's start.
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")  # files only: plotting must work on a headless node
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)

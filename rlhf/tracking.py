@@ -12,12 +12,11 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import wandb
-from wandb.errors import AuthenticationError
-from wandb.sdk import wandb_setup
-from wandb.sdk.lib import wbauth
+# wandb is imported where it is used: it takes ~1 s, and most runs (every test's) log without it.
+if TYPE_CHECKING:
+    from wandb.sdk.lib import wbauth
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +75,8 @@ class Tracker:
         self.jsonl = None
         self.last_jsonl_step: int | None = None  # the last step with a row in a resumed run's metrics.jsonl
         if "wandb" in self.backends:
+            import wandb  # noqa: PLC0415
+
             run_dir.mkdir(parents=True, exist_ok=True)
             mode = wandb_mode_override()
             if mode == "offline":
@@ -131,6 +132,8 @@ class Tracker:
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
         """A table of examples (prompt, response, score) for wandb; the console gets the first row."""
         if self.wandb_run is not None:
+            import wandb  # noqa: PLC0415
+
             self.wandb_run.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
         if rows and "console" in self.backends:
             logger.info("%s example: %s", name, dict(zip(columns, rows[0], strict=True)))
@@ -152,6 +155,10 @@ def wandb_credentials() -> wbauth.Auth | None:
         ValueError: credentials exist but are malformed (a WANDB_API_KEY of the wrong length, say); the message
             says what is wrong, never the key.
     """
+    from wandb.errors import AuthenticationError  # noqa: PLC0415
+    from wandb.sdk import wandb_setup  # noqa: PLC0415
+    from wandb.sdk.lib import wbauth  # noqa: PLC0415
+
     settings = wandb_setup.singleton().settings
     try:
         return wbauth.authenticate_session(
@@ -175,6 +182,8 @@ def wandb_mode_override() -> str | None:
     """
     if "WANDB_MODE" in os.environ:  # the user chose; wandb reads it
         return None
+    from wandb.sdk import wandb_setup  # noqa: PLC0415
+
     if wandb_setup.singleton().settings.mode in ("offline", "dryrun", "disabled"):  # `wandb offline`: no key needed
         return None
     return None if wandb_credentials() is not None else "offline"
@@ -182,6 +191,8 @@ def wandb_mode_override() -> str | None:
 
 def _known_api_keys() -> list[str]:
     """Every API key this process could send to wandb: the one in WANDB_API_KEY and the one wandb resolves."""
+    from wandb.sdk.lib import wbauth  # noqa: PLC0415
+
     keys = [os.environ.get("WANDB_API_KEY", "")]
     try:
         credentials = wandb_credentials()

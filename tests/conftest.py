@@ -19,6 +19,10 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_exte
 # ... and are built by this environment's ninja, as in the workers (rlhf.ray_setup.environment_bin_first): a system
 # ninja of another version would see the command as changed and rebuild the op (~45 s) under every waiting test.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# vLLM torch.compiles small sampler helpers (`batched_count_greater_than`) on an engine's first generate: ~3 s of
+# dynamo tracing in every rollout process, paid by each of the suite's many engine starts and restarts. Eager gives
+# the same values; runs outside the tests keep vLLM's default. (Nothing of this project uses torch.compile.)
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 # Workers and tests must never wait on a wandb login.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
