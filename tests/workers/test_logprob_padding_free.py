@@ -176,3 +176,30 @@ def test_pack_is_refused_when_the_attention_ignores_the_packed_mask(tiny_model_d
     with pytest.raises(ValueError, match="not supported with attention implementation 'causal_only_logprob'"):
         response_log_probs(model, batch, 1.0, fused=True, backend="torch", padding_free="pack")
     response_log_probs(model, batch, 1.0, fused=True, backend="torch", padding_free="trim")  # trim needs no check
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("implementation", "dtype", "atol"),
+    [("sdpa_segments", torch.float32, 1e-4), ("flash_attention_2", torch.bfloat16, 5e-2)],
+)
+def test_packing_on_cuda_equals_the_padded_path(
+    implementation: str, dtype: torch.dtype, atol: float, tiny_model_dir: Path
+) -> None:
+    """On CUDA, a packed micro-batch (varlen keywords, no per-layer boundary search) gives the padded sdpa path's
+    log-probs and entropy: segment-wise sdpa in fp32, and flash-attention's varlen kernel in bf16 where installed."""
+    if implementation == "flash_attention_2":
+        pytest.importorskip("flash_attn")
+
+    def load(attention: str) -> torch.nn.Module:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype, attn_implementation=attention)
+        return model.to("cuda").eval()
+
+    packed_model, padded_model = load(implementation), load("sdpa")
+    batch = make_batch(padded_model.config.vocab_size).to("cuda")
+    real = batch["attention_mask"][:, PROMPT_LENGTH:].bool()
+    with torch.no_grad():
+        lp_padded, ent_padded = response_log_probs(padded_model, batch, 1.0, fused=False, compute_entropy=True)
+        lp, ent = response_log_probs(packed_model, batch, 1.0, fused=False, compute_entropy=True, padding_free="pack")
+    torch.testing.assert_close(lp[real], lp_padded[real], atol=atol, rtol=0)
+    torch.testing.assert_close(ent[real], ent_padded[real], atol=atol, rtol=0)
