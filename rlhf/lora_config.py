@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from transformers import AutoConfig, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from rlhf.models.tiny import TinyModelSpec, build_tokenizer, tiny_config
 from rlhf.schema import ConfigError, OneOrMany, Range
@@ -73,10 +73,6 @@ def linear_module_names(config: PretrainedConfig) -> tuple[list[str], list[str]]
 
     The model is built on the meta device: no memory, no weights read.
     """
-    # Imported here, not at the top: transformers' model classes take ~3 s to import, and every process reads this
-    # config (the driver, the reward workers) while only a LoRA run needs them here.
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
-
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     head = model.get_output_embeddings()

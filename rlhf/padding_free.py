@@ -204,8 +204,8 @@ def check_packing_supported(model: nn.Module) -> None:
     """Prove that the model's attention keeps packed sequences apart; call once before using padding_free="pack".
 
     Runs two short random sequences separately and packed into one row (restarted position_ids, attention_mask
-    None, the varlen keywords of `varlen_kwargs`), in eval mode without gradients, and compares the outputs. Under ZeRO-3 every rank must call it (the
-    forward gathers parameters).
+    None, the keywords of `varlen_kwargs`), in eval mode without gradients, and compares the outputs. Under ZeRO-3
+    every rank must call it (the forward gathers parameters).
 
     Args:
         model: a Hugging Face model returning `.logits` (causal LM or token classifier), on its device.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The checks that need a GPU (the CPU suite skips them): the fused log-prob kernels' GPU tests (Triton), packed
 # micro-batches on CUDA against the padded path (sdpa_segments in fp32, flash-attention varlen in bf16 if installed),
-# the kernel benchmark against naive full logits at Qwen2.5 shapes (V=151,936, d=896 and 3,584, T=4k-32k, bf16; wall time and
-# peak memory per backend), then one timed DeepSpeed actor step on Qwen2.5-0.5B's shape under ZeRO-2 and ZeRO-3 with
-# the fused kernels, and ZeRO-2 through full logits for comparison (one JSON line each: step time, tokens/s, MFU,
-# peak memory). Not included: Liger-Kernel's fused linear cross-entropy as a third backend.
+# the kernel benchmark against naive full logits at Qwen2.5 shapes (V=151,936, d=896 and 3,584, T=4k-32k, bf16; wall
+# time and peak memory per backend), then one timed DeepSpeed actor step on Qwen2.5-0.5B's shape under ZeRO-2 and
+# ZeRO-3 with the fused kernels, and ZeRO-2 through full logits for comparison (one JSON line each: step time,
+# tokens/s, MFU, peak memory). Not included: Liger-Kernel's fused linear cross-entropy as a third backend.
 #   bash scripts/gpu_check.sh            (PYTHON=... to pick the interpreter; OUT=dir to keep the JSON files)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import pre_tokenizers
-from transformers import PreTrainedTokenizerBase, Qwen2Config
+from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,6 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(),
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(spec.vocab_size)
     torch.manual_seed(spec.seed)
-    # Model classes are imported where a model is built: they take seconds to import, and every driver and worker
-    # imports this module for the tokenizer and config.
-    from transformers import Qwen2ForCausalLM  # noqa: PLC0415
-
     model = Qwen2ForCausalLM(tiny_config(tokenizer, spec))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -122,8 +118,6 @@ def build_tiny_reward_model(out_dir: str | Path, spec: TinyModelSpec = TinyModel
     torch.manual_seed(spec.seed)
     config = tiny_config(tokenizer, spec)
     config.num_labels = 1
-    from transformers import Qwen2ForSequenceClassification  # noqa: PLC0415
-
     model = Qwen2ForSequenceClassification(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
