@@ -6,7 +6,7 @@
     rlhf-train --config-name grpo_arith_tiny                        # the same, as a console script
 
 The config is composed from `recipes/`, checked against the typed schema (unknown keys fail), validated
-(`rlhf.config.validate`) in the driver before any worker starts, then the trainer runs (`rlhf.entry`).
+(`rlhf.config_checks.validate`) in the driver before any worker starts, then the trainer runs (`rlhf.entry`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rlhf.config import RLHFConfig, register_schema, to_typed, validate
+from rlhf.config import RLHFConfig, register_schema, to_typed
+from rlhf.config_checks import validate
 from rlhf.entry import RECIPES, exit_on_config_error, prepare_run, run_trainer
 
 register_schema()

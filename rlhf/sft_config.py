@@ -24,12 +24,8 @@ from rlhf.config import (
     OptimConfig,
     TrainerConfig,
     ZeroStage,
-    check_cluster_layout,
-    check_offload,
-    check_run_names,
-    model_context_length,
-    require,
 )
+from rlhf.config_checks import check_cluster_layout, check_offload, check_run_names, model_context_length, require
 from rlhf.lora_config import LoRAConfig, check_lora, model_config_for
 from rlhf.models.tiny import TinyModelSpec
 from rlhf.packing import validate_token_budget

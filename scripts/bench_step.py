@@ -30,7 +30,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
-from rlhf.config import RLHFConfig, register_schema, to_typed, validate  # noqa: E402
+from rlhf.config import RLHFConfig, register_schema, to_typed  # noqa: E402
+from rlhf.config_checks import validate  # noqa: E402
 from rlhf.data import PromptDataLoader  # noqa: E402
 from rlhf.models.tiny import build_tiny_model  # noqa: E402
 from rlhf.prompts import rows_to_batch  # noqa: E402

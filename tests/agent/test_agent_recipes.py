@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from recipes import RECIPES, compose_recipe
-from rlhf.config import validate
+from rlhf.config_checks import validate
 from rlhf.schema import ConfigError
 
 FNS = str(Path(__file__).with_name("tool_fns.py"))

@@ -8,7 +8,8 @@ import pytest
 
 from recipes import compose_recipe
 from rlhf.algorithms import ADVANTAGE_ESTIMATORS, AdvantageInputs, AlgorithmConfig, register_advantage
-from rlhf.config import RLHFConfig, validate
+from rlhf.config import RLHFConfig
+from rlhf.config_checks import validate
 from rlhf.schema import ConfigError
 
 SPLIT = ["async_training.placement=split"]

@@ -12,7 +12,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from recipes import RECIPES, compose_recipe
-from rlhf.config import RLHFConfig, validate
+from rlhf.config import RLHFConfig
+from rlhf.config_checks import validate
 from rlhf.data import write_rows
 from rlhf.entry import absolute_local_paths
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recipes import compose_recipe
-from rlhf.config import validate
+from rlhf.config_checks import validate
 from rlhf.lora_config import ActorLoRAConfig, linear_module_names, model_config_for, vllm_max_lora_rank
 from rlhf.schema import ConfigError
 from rlhf.sft_config import validate_sft

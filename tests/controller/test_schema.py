@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from recipes import compose_recipe
-from rlhf.config import RLHFConfig, validate
+from rlhf.config import RLHFConfig
+from rlhf.config_checks import validate
 from rlhf.schema import ConfigError, Range, field_docs, literal_choices, unwrap, walk_fields
 from rlhf.sft_config import SFT_READS, SFT_REFUSES, SFTConfig
 

@@ -13,7 +13,7 @@ import pytest
 from runs import tiny_overrides
 
 from recipes import compose_recipe
-from rlhf.config import validate
+from rlhf.config_checks import validate
 
 pytestmark = pytest.mark.slow
 
